@@ -1,0 +1,148 @@
+"""File-level entry points: read inputs, segment, write outputs. The CLI calls these."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from automedseg import io
+from automedseg.errors import AutomedsegError, PromptError
+from automedseg.types import Boxes, Image, Result
+
+MODALITIES = ("CT", "MR", "XR", "US", "RGB", "OT")
+
+
+@dataclass
+class CaseOutcome:
+    """What happened to one input: the files written, or the error that stopped it."""
+
+    source: Path
+    outputs: list[Path]
+    error: AutomedsegError | None = None
+
+
+def output_stem(path: Path) -> str:
+    """'scan.nii.gz' → 'scan'; a DICOM folder → its name."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii", ".dcm"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem if path.is_file() else name
+
+
+def segment_files(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    boxes: Sequence[tuple[float, float, float, float]] | None = None,
+    slice_index: int | None = None,
+    modality: str | None = None,
+    window: tuple[float, float] | None = None,
+    weights: str | Path | None = None,
+    progress: bool = True,
+    on_error: Callable[[AutomedsegError], None] | None = None,
+) -> list[CaseOutcome]:
+    """Segment each input with the given boxes and write mask, overlay and JSON into ``out``.
+
+    ``boxes`` are XYXY inclusive pixels (of slice ``slice_index`` for a volume, default the
+    middle one). Without boxes a prompter is needed, and none is available yet. A bad input is
+    reported (``on_error``) and skipped; nothing half-written is left for it.
+    """
+    if not boxes:
+        raise PromptError(
+            "no boxes given and no automatic prompter is available yet: "
+            "pass --box X0 Y0 X1 Y1 (pixels, inclusive) for each object"
+        )
+    if modality is not None and modality not in MODALITIES:
+        raise AutomedsegError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
+    from automedseg.pipeline import segment_image
+    from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
+
+    predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else Path(weights)))
+    prompt = Boxes.from_list(list(boxes))
+    out = Path(out)
+    outcomes = []
+    for path in _progress([Path(p) for p in inputs], enabled=progress):
+        outcome = CaseOutcome(path, [])
+        try:
+            image = io.read_image(path)
+            if modality is not None:
+                image.modality = modality
+            if window is not None:
+                image.window = window
+            try:
+                result = segment_image(image, prompt, predictor, slice_index)
+            except AutomedsegError as error:
+                if error.path is None:  # name the file the problem belongs to
+                    raise type(error)(str(error), path) from None
+                raise
+            write_result(image, result, out, output_stem(path), outcome.outputs)
+        except AutomedsegError as error:
+            for written in outcome.outputs:
+                written.unlink(missing_ok=True)
+            outcome.outputs.clear()
+            outcome.error = error
+            if on_error is not None:
+                on_error(error)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def write_result(image: Image, result: Result, out: Path, stem: str, written: list[Path]) -> None:
+    """Write the label map (PNG or NIfTI), an overlay PNG and a JSON summary; record each file."""
+    stem = re.sub(r"[^\w.-]", "_", stem)
+    if image.spatial_dims == 2:
+        written.append(out / f"{stem}_mask.png")
+        io.write_label_png(written[-1], result.label_map)
+    else:
+        written.append(out / f"{stem}_seg.nii.gz")
+        io.write_nifti(written[-1], result.label_map, image.geometry)
+    written.append(out / f"{stem}_overlay.png")
+    io.write_overlay_png(written[-1], image, result.label_map, z=result.slice_index)
+    written.append(out / f"{stem}.json")
+    io.write_json(written[-1], describe(image, result))
+
+
+def describe(image: Image, result: Result) -> dict:
+    """The JSON summary: input, geometry, and per object its box, label, score and size."""
+    dims = image.spatial_dims
+    spacing = image.geometry.spacing(dims)
+    pixel_mm2 = float(np.prod(spacing[-2:]))
+    objects = []
+    for xyxy, label, score in zip(
+        result.boxes.xyxy, result.boxes.labels, result.boxes.scores, strict=False
+    ):
+        plane = result.label_map if dims == 2 else result.label_map[result.slice_index]
+        pixels = int((plane == label).sum())
+        objects.append(
+            {
+                "box_xyxy": [round(float(v), 2) for v in xyxy],
+                "label": int(label),
+                "score": round(float(score), 4),
+                "slice_index": result.slice_index,
+                "area_px": pixels,
+                "area_mm2": round(pixels * pixel_mm2, 3),
+            }
+        )
+    return {
+        "source": None if image.source is None else str(image.source),
+        "modality": image.modality,
+        "shape": list(image.shape),
+        "spacing_mm": [round(s, 6) for s in spacing],
+        "spacing_order": "zyx" if dims == 3 else "yx",
+        "box_convention": "XYXY, inclusive pixel indices of the original image",
+        "segmenter": "LiteMedSAM",
+        "objects": objects,
+    }
+
+
+def _progress(items: list[Path], enabled: bool):
+    if not enabled or len(items) < 2:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc="segment", unit="image", file=sys.stderr)

@@ -1,0 +1,168 @@
+"""Finding the cases of a data set folder, whatever its layout.
+
+Layouts recognised (first match wins):
+
+* **2D**: ``images/`` + ``masks/`` with matching file stems, any image extension.
+* **nnU-Net / MSD raw**: ``imagesTr/`` (and ``imagesTs/``) + ``labelsTr/``; image files named
+  ``<case>.nii.gz`` or ``<case>_0000.nii.gz``, ``<case>_0001.nii.gz``… (channels); an optional
+  ``dataset.json`` gives channel and label names.
+* **Sequences** (video / frames): ``frames/<seq>/`` + ``masks/<seq>/``, frames sorted by name.
+
+A case whose image has no mask (or the reverse) is still listed, with the problem recorded,
+so that evaluation can report it per case and go on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from automedseg.errors import InputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
+CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+@dataclass
+class Case:
+    """One evaluation case: its image file(s) (one per channel, or frames) and label file(s)."""
+
+    case_id: str
+    images: list[Path]
+    labels: list[Path]
+    problem: str | None = None
+    """Why the case cannot be evaluated (missing mask, …), or None."""
+
+
+@dataclass
+class DataSet:
+    root: Path
+    layout: str
+    """"2d", "nnunet" or "sequences"."""
+    cases: list[Case]
+    channel_names: list[str] = field(default_factory=list)
+    label_names: dict[int, str] = field(default_factory=dict)
+
+
+def stem(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS)
+    )
+
+
+def find_cases(root: str | Path, split: str | Path | None = None) -> DataSet:
+    """The data set under ``root``; ``split`` names a file of case ids to keep (one per line,
+    or a JSON list). Raises ``InputError`` for an unknown layout or an empty data set."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError("data folder does not exist", root)
+    if (root / "images").is_dir() and (root / "masks").is_dir():
+        data = _paired(root, root / "images", root / "masks", "2d")
+    elif (root / "imagesTr").is_dir() and (root / "labelsTr").is_dir():
+        data = _nnunet(root)
+    elif (root / "frames").is_dir() and (root / "masks").is_dir():
+        data = _sequences(root)
+    else:
+        raise InputError(
+            "no known data layout: expected images/ + masks/ (2D), imagesTr/ + labelsTr/ "
+            "(nnU-Net/MSD) or frames/<seq>/ + masks/<seq>/ (sequences)",
+            root,
+        )
+    if split is not None:
+        keep = read_split(Path(split))
+        data.cases = [c for c in data.cases if c.case_id in keep]
+    if not data.cases:
+        raise InputError("no cases found" + (" in the split" if split else ""), root)
+    return data
+
+
+def read_split(path: Path) -> set[str]:
+    """Case ids from a text file (one per line, '#' comments) or a JSON list."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise InputError(f"cannot read the split file ({error.strerror})", path) from None
+    if path.suffix == ".json":
+        try:
+            ids = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"the split file is not valid JSON ({error.msg})", path) from None
+        if not isinstance(ids, list):
+            raise InputError("the JSON split file must hold a list of case ids", path)
+        return {str(i) for i in ids}
+    return {line.split("#")[0].strip() for line in text.splitlines()} - {""}
+
+
+def _paired(root: Path, images_dir: Path, masks_dir: Path, layout: str) -> DataSet:
+    images = {stem(p): p for p in image_files(images_dir)}
+    masks = {stem(p): p for p in image_files(masks_dir)}
+    cases = []
+    for case_id in sorted(images.keys() | masks.keys()):
+        image, mask = images.get(case_id), masks.get(case_id)
+        problem = None if image and mask else ("no mask" if image else "mask without image")
+        cases.append(Case(case_id, [image] if image else [], [mask] if mask else [], problem))
+    return DataSet(root, layout, cases)
+
+
+def _nnunet(root: Path) -> DataSet:
+    meta = _dataset_json(root)
+    labels = {stem(p): p for p in image_files(root / "labelsTr")}
+    channels: dict[str, list[Path]] = {}
+    for folder in (root / "imagesTr", root / "imagesTs"):
+        if not folder.is_dir():
+            continue
+        for path in image_files(folder):
+            match = CHANNEL.match(stem(path))
+            case_id = match["case"] if match else stem(path)
+            channels.setdefault(case_id, []).append(path)
+    cases = []
+    for case_id in sorted(channels.keys() | labels.keys()):
+        images = sorted(channels.get(case_id, []))
+        label = labels.get(case_id)
+        problem = None if images and label else ("no label" if images else "label without image")
+        cases.append(Case(case_id, images, [label] if label else [], problem))
+    channels_meta = meta.get("channel_names") or meta.get("modality") or {}
+    channel_names = [str(v) for _, v in sorted(channels_meta.items())]
+    label_names = {}
+    for name, value in meta.get("labels", {}).items():  # nnU-Net v2: {"name": id}
+        if isinstance(value, int):
+            label_names[value] = name
+        elif str(name).isdigit():  # MSD: {"id": "name"}
+            label_names[int(name)] = str(value)
+    return DataSet(root, "nnunet", cases, channel_names, label_names)
+
+
+def _sequences(root: Path) -> DataSet:
+    cases = []
+    frames_root, masks_root = root / "frames", root / "masks"
+    names = {p.name for p in frames_root.iterdir() if p.is_dir()}
+    names |= {p.name for p in masks_root.iterdir() if p.is_dir()}
+    for name in sorted(names):
+        frames = image_files(frames_root / name) if (frames_root / name).is_dir() else []
+        masks = image_files(masks_root / name) if (masks_root / name).is_dir() else []
+        problem = None
+        if [stem(p) for p in frames] != [stem(p) for p in masks]:
+            problem = f"{len(frames)} frames but {len(masks)} masks with matching names"
+        cases.append(Case(name, frames, masks, problem))
+    return DataSet(root, "sequences", cases)
+
+
+def _dataset_json(root: Path) -> dict:
+    path = root / "dataset.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"dataset.json is not readable JSON ({error})", path) from None
+    return meta if isinstance(meta, dict) else {}

@@ -1,0 +1,94 @@
+"""A folder holding one DICOM series (one file per slice), read with SimpleITK / GDCM.
+
+GDCM sorts the slices along the slice normal and applies Rescale Slope/Intercept; the
+volume comes back as float32 ``(Z, Y, X)``. SimpleITK reports geometry in LPS; the affine is
+turned into the RAS+ NIfTI convention of ``types.Geometry`` by negating the first two rows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from automedseg.errors import InputError
+from automedseg.io._common import reading
+from automedseg.io.dicom import header_modality, header_window, read_dicom_file
+from automedseg.types import Geometry, Image
+
+if TYPE_CHECKING:
+    import SimpleITK
+
+
+def sitk_affine(image: SimpleITK.Image) -> np.ndarray:
+    """RAS+ affine of a SimpleITK image (index (x, y, z) → mm) from its LPS geometry."""
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+    affine = np.eye(4)
+    affine[:3, :3] = direction * spacing  # scales column j by spacing[j]
+    affine[:3, 3] = image.GetOrigin()
+    affine[:2, :] *= -1.0  # LPS → RAS
+    return affine
+
+
+def _series_files(folder: Path) -> list[str]:
+    import SimpleITK as sitk
+
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "No Series were found" → our message
+    try:
+        uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
+    if not uids:
+        raise InputError(
+            "no DICOM series found in this folder (subfolders are not searched); give a "
+            "folder holding the DICOM files of one series, or one image file",
+            folder,
+        )
+    if len(uids) > 1:
+        raise InputError(
+            f"the folder holds {len(uids)} DICOM series ({', '.join(uids)}); "
+            "give a folder holding only one series",
+            folder,
+        )
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uids[0]))
+
+
+def read_dicom_series(folder: str | os.PathLike[str]) -> Image:
+    """Read the one DICOM series in ``folder`` as a volume (a lone file as ``read_dicom_file``)."""
+    folder = Path(folder)
+    with reading(folder, "DICOM series"):
+        files = _series_files(folder)
+        if len(files) == 1:
+            image = read_dicom_file(files[0])
+            image.source = folder
+            return image
+
+        import pydicom
+        import SimpleITK as sitk
+
+        header = pydicom.dcmread(files[0], stop_before_pixels=True, force=True)
+        rgb = int(header.get("SamplesPerPixel", 1)) > 1
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
+        if not rgb:
+            reader.SetOutputPixelType(sitk.sitkFloat32)
+        volume = reader.Execute()
+        array = sitk.GetArrayFromImage(volume)
+        window = None if rgb else header_window(header)
+        if not rgb and str(header.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+            lo, hi = float(array.min()), float(array.max())
+            array = np.float32(lo + hi) - array
+            window = None if window is None else (lo + hi - window[0], window[1])
+        affine = sitk_affine(volume)
+    return Image(
+        array=np.ascontiguousarray(array),
+        spatial_dims=3,
+        geometry=Geometry(affine),
+        modality=header_modality(header, rgb),
+        window=window,
+        source=folder,
+    )

@@ -1,0 +1,100 @@
+"""NIfTI (.nii / .nii.gz) with nibabel.
+
+nibabel's array is indexed (x, y, z); ``Image.array`` is (z, y, x), so the axes are reversed
+and the affine (voxel (x, y, z) → RAS+ mm) is kept as is: it is already the
+``types.Geometry`` convention.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+from automedseg.errors import InputError
+from automedseg.io._common import atomic_open, reading
+from automedseg.types import Geometry, Image
+
+
+def _to_zyx(data: np.ndarray, path: Path) -> np.ndarray:
+    """nibabel (x[, y[, z[, 1...]]]) → (z, y, x)."""
+    if data.dtype.fields is not None:
+        raise InputError("RGB / structured NIfTI is not supported; give a gray volume", path)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 4:
+        raise InputError(
+            f"4D NIfTI ({data.shape[3]} volumes) is not supported; give one 3D volume", path
+        )
+    if data.ndim > 4:
+        raise InputError(f"{data.ndim}D NIfTI of shape {data.shape} is not supported", path)
+    if data.ndim < 2:
+        raise InputError(f"NIfTI of shape {data.shape} is not an image", path)
+    if data.ndim == 2:
+        data = data[:, :, np.newaxis]
+    return np.ascontiguousarray(data.transpose(2, 1, 0))
+
+
+def read_nifti(path: str | os.PathLike[str]) -> Image:
+    """Read a NIfTI file as a volume ``(Z, Y, X)``; a 2D NIfTI gives ``(1, Y, X)``.
+
+    Scaling (scl_slope / scl_inter) is applied; without scaling the stored integer type is
+    kept. Float64 data is returned as float32.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    with reading(path, "NIfTI file"):
+        img = nib.load(path)
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise InputError(f"not a NIfTI image ({type(img).__name__})", path)
+        data = np.asanyarray(img.dataobj)  # applies scl_slope/scl_inter only when set
+        if data.dtype == np.float64:
+            data = data.astype(np.float32)
+        array = _to_zyx(np.asarray(data), path)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    return Image(array=array, spatial_dims=3, geometry=Geometry(affine), modality="OT", source=path)
+
+
+def label_dtype(label_map: np.ndarray) -> type[np.unsignedinteger]:
+    """Smallest unsigned type for a label map: uint8, uint16 or uint32."""
+    if label_map.size and label_map.min() < 0:
+        raise ValueError("a label map must not hold negative values")
+    if label_map.size and not np.issubdtype(label_map.dtype, np.integer):
+        if label_map.dtype != np.bool_ and not np.all(np.mod(label_map, 1) == 0):
+            raise ValueError("a label map must hold whole numbers")
+    top = int(label_map.max(initial=0))
+    return np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else np.uint32
+
+
+def write_nifti(path: str | os.PathLike[str], label_map: np.ndarray, geometry: Geometry) -> Path:
+    """Write a label map ``(Z, Y, X)`` (or ``(H, W)``) as NIfTI-1 (.nii or .nii.gz).
+
+    Stored as uint8 (uint16/uint32 when needed), with the sform and qform both set from
+    ``geometry.affine`` (code 1, scanner) so viewers such as 3D Slicer place it on the image.
+    The write is atomic. Returns the path written.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    labels = np.asarray(label_map)
+    if labels.ndim == 2:
+        labels = labels[np.newaxis]
+    if labels.ndim != 3:
+        raise ValueError(f"label map must be (Z, Y, X) or (H, W), got shape {labels.shape}")
+    data = np.ascontiguousarray(labels.astype(label_dtype(labels)).transpose(2, 1, 0))
+    affine = np.asarray(geometry.affine, dtype=np.float64)
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_sform(affine, code=1)
+    img.header.set_qform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    img.header.set_slope_inter(1.0, 0.0)
+    with atomic_open(path) as f:
+        if path.name.lower().endswith(".gz"):
+            with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0) as gz:
+                img.to_stream(gz)
+        else:
+            img.to_stream(f)
+    return path

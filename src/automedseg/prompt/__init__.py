@@ -1,0 +1,1 @@
+"""Image → boxes: oracle boxes from a ground-truth mask (and later trained detectors)."""

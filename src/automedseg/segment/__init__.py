@@ -1,0 +1,1 @@
+"""Image + boxes → masks: LiteMedSAM (and later SAM2/MedSAM2)."""

@@ -1,0 +1,56 @@
+"""Intensities → the [0, 1] range a SAM-family encoder expects, per modality.
+
+MedSAM's data preparation, written once:
+
+* **CT** (Hounsfield units): clip to a window ``(center, width)`` — the file's own
+  WindowCenter/WindowWidth when present, else soft tissue (40, 400) — then scale to [0, 1].
+* **Everything else in grayscale** (MR, X-ray, ultrasound, 16-bit microscopy…): clip to the
+  0.5–99.5 percentiles of the non-zero voxels of the whole image or volume (so all slices of
+  a volume share one scale), then scale to [0, 1].
+* **RGB** 8-bit photos (endoscopy, dermoscopy): divide by 255.
+
+A constant image carries no information and raises ``InputError``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from automedseg.errors import InputError
+from automedseg.types import Image
+
+CT_SOFT_TISSUE_WINDOW = (40.0, 400.0)
+PERCENTILES = (0.5, 99.5)
+
+
+def to_unit_range(image: Image) -> np.ndarray:
+    """The image's array as float32 in [0, 1], same shape (channels kept)."""
+    array = image.array
+    if array.size == 0:
+        raise InputError("the image is empty (0 pixels)", image.source)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InputError("the image contains NaN or infinite values", image.source)
+    if array.min() == array.max():
+        raise InputError(
+            f"the image is constant (every pixel is {array.min():g}): nothing to segment",
+            image.source,
+        )
+    lo, hi = intensity_range(image)
+    out = (array.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def intensity_range(image: Image) -> tuple[float, float]:
+    """The (low, high) intensities mapped to 0 and 1 for this image's modality."""
+    array = image.array
+    if image.channels == 3 and array.dtype == np.uint8:
+        return 0.0, 255.0
+    if image.modality == "CT":
+        center, width = image.window or CT_SOFT_TISSUE_WINDOW
+        return center - width / 2.0, center + width / 2.0
+    nonzero = array[array != 0]
+    values = nonzero if nonzero.size else array.ravel()
+    lo, hi = (float(v) for v in np.percentile(values, PERCENTILES))
+    if hi <= lo:  # nearly one value everywhere: use the full range instead
+        lo, hi = float(array.min()), float(array.max())
+    return lo, hi

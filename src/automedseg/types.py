@@ -1,0 +1,137 @@
+"""The small data types every layer shares.
+
+Contracts, written once:
+
+* **Arrays** are stored with the slowest axis first: a 2D image is ``(H, W)`` or
+  ``(H, W, C)``; a volume is ``(Z, Y, X)`` or ``(Z, Y, X, C)``. ``Image.spatial_dims``
+  says which, so a 3-slice volume is never mistaken for an RGB picture.
+* **Geometry** follows NIfTI: ``affine`` maps a voxel index ``(x, y, z, 1)`` — that is
+  ``(i, j, k)``, the array index reversed — to RAS+ world coordinates in millimetres.
+  Spacing is reported in array order ``(z, y, x)`` (2D: ``(y, x)``).
+* **Boxes** are XYXY in pixels of the original image (of one slice for volumes):
+  ``(x0, y0)`` is the top-left pixel of the object, ``(x1, y1)`` its bottom-right pixel,
+  both inclusive, as in MedSAM's training boxes.
+* **Masks** are boolean arrays with the image's spatial shape; a **label map** is an
+  integer array with 0 = background.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Voxel-to-world mapping (NIfTI convention, RAS+, mm)."""
+
+    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+
+    def __post_init__(self) -> None:
+        affine = np.asarray(self.affine, dtype=np.float64)
+        if affine.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, got {affine.shape}")
+        object.__setattr__(self, "affine", affine)
+
+    @classmethod
+    def from_spacing(cls, spacing_zyx: tuple[float, ...]) -> Geometry:
+        """Axis-aligned geometry with the given spacing in array order (z, y, x) or (y, x)."""
+        spacing_xyz = tuple(reversed([float(s) for s in spacing_zyx]))
+        diagonal = list(spacing_xyz) + [1.0] * (3 - len(spacing_xyz)) + [1.0]
+        return cls(np.diag(diagonal))
+
+    def spacing(self, spatial_dims: int = 3) -> tuple[float, ...]:
+        """Voxel size in mm, in array order: (z, y, x) for volumes, (y, x) for 2D."""
+        xyz = np.linalg.norm(self.affine[:3, :3], axis=0)
+        return tuple(float(s) for s in reversed(xyz[:spatial_dims]))
+
+
+@dataclass
+class Image:
+    """A 2D image or a 3D volume as an array, with where it came from."""
+
+    array: np.ndarray
+    spatial_dims: int
+    geometry: Geometry = field(default_factory=Geometry)
+    modality: str = "OT"
+    """DICOM-style modality: "CT", "MR", "XR" (radiograph), "US", "RGB" (photo/endoscopy), "OT"."""
+    window: tuple[float, float] | None = None
+    """(center, width) to display/normalise intensities, e.g. from DICOM WindowCenter/Width."""
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if self.array.ndim not in (self.spatial_dims, self.spatial_dims + 1):
+            raise ValueError(
+                f"a {self.spatial_dims}D image needs a {self.spatial_dims}- or "
+                f"{self.spatial_dims + 1}-dimensional array, got shape {self.array.shape}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Spatial shape: (H, W) or (Z, Y, X)."""
+        return tuple(self.array.shape[: self.spatial_dims])
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.array.ndim == self.spatial_dims else int(self.array.shape[-1])
+
+
+@dataclass(frozen=True)
+class Boxes:
+    """N boxes, XYXY inclusive pixels, each with a class label and a score."""
+
+    xyxy: np.ndarray
+    labels: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
+        n = len(xyxy)
+        labels = np.broadcast_to(np.asarray(self.labels, dtype=np.int64), (n,)).copy()
+        scores = np.broadcast_to(np.asarray(self.scores, dtype=np.float32), (n,)).copy()
+        object.__setattr__(self, "xyxy", xyxy)
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "scores", scores)
+
+    @classmethod
+    def from_list(cls, boxes: list[tuple[float, float, float, float]]) -> Boxes:
+        """Boxes given by a user: each its own object, labelled 1..N in order, score 1."""
+        xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        return cls(xyxy, np.arange(1, len(xyxy) + 1), 1.0)
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+
+@dataclass
+class Segmentation:
+    """What a segmenter returns for one 2D image (or one slice): a mask per box."""
+
+    masks: np.ndarray
+    """(N, H, W) bool, one per box, in the order of ``boxes``."""
+    boxes: Boxes
+
+    def label_map(self) -> np.ndarray:
+        """(H, W) uint8/uint16 label map; where masks overlap, the higher score wins."""
+        n, *shape = self.masks.shape
+        dtype = np.uint8 if (self.boxes.labels.max(initial=0) < 256) else np.uint16
+        out = np.zeros(shape, dtype=dtype)
+        # Paint from lowest to highest score so the best object is on top.
+        for i in np.argsort(self.boxes.scores, kind="stable"):
+            out[self.masks[i]] = self.boxes.labels[i]
+        return out
+
+
+@dataclass
+class Result:
+    """The answer for one input: a label map over the whole image or volume, and its boxes."""
+
+    label_map: np.ndarray
+    """Integer array with the image's spatial shape; 0 = background."""
+    boxes: Boxes
+    slice_index: int | None = None
+    """For a volume prompted on one slice: that slice (array axis 0)."""
