@@ -24,11 +24,13 @@ import numpy as np
 from automedseg import io
 from automedseg.errors import AutomedsegError, InputError
 from automedseg.evaluate.datasets import Case, DataSet, find_cases
+from automedseg.evaluate.metrics import label_metrics
 from automedseg.prompt.oracle import oracle_boxes
 from automedseg.segment.intensity import to_unit_range
 from automedseg.types import Boxes, Image, Segmentation
 
 WARMUP_PLANES = 2
+STAGES = ("prompter", "encoder", "decoder")
 CSV_FIELDS = [
     "case_id", "mode", "label", "dice", "iou", "hd95_mm", "nsd", "gt_voxels", "pred_voxels",
     "n_boxes", "n_planes", "ms_io", "ms_prompter", "ms_encoder", "ms_decoder", "error",
@@ -58,10 +60,15 @@ def oracle_prompter(plane: np.ndarray, truth: np.ndarray) -> Boxes:
     return oracle_boxes(truth)
 
 
-def load_case(case: Case, channel: int = 0) -> tuple[Image, np.ndarray]:
-    """The case's image (one channel) and its ground-truth label map, shapes checked."""
+def load_case(case: Case, channel: int = 0, layout: str = "2d") -> tuple[Image, np.ndarray]:
+    """The case's image (one channel) and its ground-truth label map, shapes checked.
+
+    A sequence (frames/<seq>/) becomes a stack of frames along axis 0, evaluated frame by frame.
+    """
     if case.problem:
         raise InputError(case.problem, case.images[0] if case.images else case.labels[0])
+    if layout == "sequences":
+        return _load_sequence(case)
     if channel >= len(case.images):
         raise InputError(f"case has {len(case.images)} channel file(s), no channel {channel}")
     image = io.read_image(case.images[channel])
@@ -71,6 +78,21 @@ def load_case(case: Case, channel: int = 0) -> tuple[Image, np.ndarray]:
             f"image shape {image.shape} does not match mask shape {truth.shape}", case.labels[0]
         )
     return image, truth
+
+
+def _load_sequence(case: Case) -> tuple[Image, np.ndarray]:
+    frames, masks = [], []
+    for frame_path, mask_path in zip(case.images, case.labels, strict=True):
+        frame, mask = io.read_image(frame_path), io.read_label_map(mask_path)
+        if frame.spatial_dims != 2 or mask.shape != frame.shape:
+            raise InputError(f"frame {frame.shape} and mask {mask.shape} do not match", mask_path)
+        if frames and frame.array.shape != frames[0].array.shape:
+            raise InputError("frames of one sequence must all have the same size", frame_path)
+        frames.append(frame)
+        masks.append(mask)
+    first = frames[0]
+    stack = np.stack([f.array for f in frames])
+    return Image(stack, 3, modality=first.modality, source=case.images[0].parent), np.stack(masks)
 
 
 def predict_case(
@@ -126,7 +148,6 @@ def evaluate(
 
     ``prompts`` is "oracle", "auto" or "both". Returns the summary.
     """
-    from automedseg.evaluate.metrics import label_metrics
     from automedseg.evaluate.report import write_report
     from automedseg.segment.litemedsam import (
         LiteMedSAMPredictor,
@@ -147,9 +168,8 @@ def evaluate(
     predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else weights_path))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    run = Evaluation(predictor, modes, dataset.layout, channel, nsd_tolerance_mm)
     rows: list[dict] = []
-    times = {mode: PlaneTimes() for mode in modes}
-    io_ms: list[float] = []
     interrupted = False
     csv_path = out / "per_case.csv"
     with csv_path.open("w", newline="") as handle:
@@ -157,15 +177,13 @@ def evaluate(
         writer.writeheader()
         try:
             for case in iterate_cases(dataset, limit, progress):
-                for row in evaluate_case(
-                    case, modes, predictor, channel, nsd_tolerance_mm, times, io_ms, label_metrics
-                ):
+                for row in run.case_rows(case):
                     writer.writerow(row)
                     rows.append(row)
                 handle.flush()
         except KeyboardInterrupt:
             interrupted = True
-    summary = summarise(rows, modes, times, io_ms)
+    summary = summarise(rows, modes, run.times, run.io_ms)
     summary.update(
         data=str(dataset.root),
         layout=dataset.layout,
@@ -185,47 +203,62 @@ def evaluate(
     return summary
 
 
-def evaluate_case(case, modes, predictor, channel, tolerance, times, io_ms, label_metrics):
-    """CSV rows (one per mode and label) for one case, or one error row per mode."""
-    t0 = time.perf_counter()
-    try:
-        image, truth = load_case(case, channel)
-    except AutomedsegError as error:
-        return [_error_row(case.case_id, mode, error) for mode in modes]
-    ms_io = (time.perf_counter() - t0) * 1000
-    io_ms.append(ms_io)
-    spacing = image.geometry.spacing(image.spatial_dims)
-    labels = [int(v) for v in np.unique(truth) if v != 0]
-    rows = []
-    for mode in modes:
+@dataclass
+class Evaluation:
+    """The state of one evaluation run: the model, the options and the timings so far."""
+
+    predictor: object
+    modes: list[str]
+    layout: str
+    channel: int = 0
+    nsd_tolerance_mm: float = 2.0
+    times: dict[str, PlaneTimes] = field(default_factory=dict)
+    io_ms: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.times = {mode: PlaneTimes() for mode in self.modes}
+
+    def case_rows(self, case: Case) -> list[dict]:
+        """CSV rows (one per mode and label) for one case, or one error row per mode."""
+        t0 = time.perf_counter()
         try:
-            prediction = predict_case(image, truth, oracle_prompter, predictor, times[mode])
+            image, truth = load_case(case, self.channel, self.layout)
         except AutomedsegError as error:
-            rows.append(_error_row(case.case_id, mode, error))
-            continue
-        per_label = label_metrics(prediction.labels, truth, labels, spacing, tolerance)
-        for label, metrics in per_label.items():
-            rows.append(
-                {
-                    "case_id": case.case_id,
-                    "mode": mode,
-                    "label": label,
-                    "dice": metrics["dice"],
-                    "iou": metrics["iou"],
-                    "hd95_mm": metrics["hd95"],
-                    "nsd": metrics["nsd"],
-                    "gt_voxels": metrics["gt_voxels"],
-                    "pred_voxels": metrics["pred_voxels"],
-                    "n_boxes": prediction.n_boxes,
-                    "n_planes": prediction.n_planes,
-                    "ms_io": round(ms_io, 2),
-                    "ms_prompter": round(prediction.ms_prompter, 2),
-                    "ms_encoder": round(prediction.ms_encoder, 2),
-                    "ms_decoder": round(prediction.ms_decoder, 2),
-                    "error": "",
-                }  # fmt: skip
-            )
-    return rows
+            return [_error_row(case.case_id, mode, error) for mode in self.modes]
+        ms_io = (time.perf_counter() - t0) * 1000
+        self.io_ms.append(ms_io)
+        spacing = image.geometry.spacing(image.spatial_dims)
+        labels = [int(v) for v in np.unique(truth) if v != 0]
+        rows = []
+        for mode in self.modes:
+            try:
+                p = predict_case(image, truth, oracle_prompter, self.predictor, self.times[mode])
+            except AutomedsegError as error:
+                rows.append(_error_row(case.case_id, mode, error))
+                continue
+            scores = label_metrics(p.labels, truth, labels, spacing, self.nsd_tolerance_mm)
+            for label, m in scores.items():
+                rows.append(
+                    {
+                        "case_id": case.case_id,
+                        "mode": mode,
+                        "label": label,
+                        "dice": m["dice"],
+                        "iou": m["iou"],
+                        "hd95_mm": m["hd95"],
+                        "nsd": m["nsd"],
+                        "gt_voxels": m["gt_voxels"],
+                        "pred_voxels": m["pred_voxels"],
+                        "n_boxes": p.n_boxes,
+                        "n_planes": p.n_planes,
+                        "ms_io": round(ms_io, 2),
+                        "ms_prompter": round(p.ms_prompter, 2),
+                        "ms_encoder": round(p.ms_encoder, 2),
+                        "ms_decoder": round(p.ms_decoder, 2),
+                        "error": "",
+                    }  # fmt: skip
+                )
+        return rows
 
 
 def summarise(rows: list[dict], modes: list[str], times: dict, io_ms: list[float]) -> dict:
@@ -248,14 +281,15 @@ def summarise(rows: list[dict], modes: list[str], times: dict, io_ms: list[float
             "nsd_mean": _mean([r["nsd"] for r in good]),
             "n_cases": len({r["case_id"] for r in good}),
             "n_failed": len(failed),
-            "ms_per_image_median": _median(total[WARMUP_PLANES:] or total),
-            "ms_per_image_p90": _percentile(total[WARMUP_PLANES:] or total, 90),
+            "ms_per_image_median": _median(_warm(total)),
+            "ms_per_image_p90": _percentile(_warm(total), 90),
             "stages_ms_median": {
                 "io_per_case": _median(io_ms),
-                **{
-                    name: _median(getattr(t, name)[WARMUP_PLANES:] or getattr(t, name))
-                    for name in ("prompter", "encoder", "decoder")
-                },
+                **{name: _median(_warm(getattr(t, name))) for name in STAGES},
+            },
+            "stages_ms_p90": {
+                "io_per_case": _percentile(io_ms, 90),
+                **{name: _percentile(_warm(getattr(t, name)), 90) for name in STAGES},
             },
             "n_planes_timed": len(total),
             "peak_rss_mb": round(peak_rss_mb, 1),
@@ -271,6 +305,11 @@ def summarise(rows: list[dict], modes: list[str], times: dict, io_ms: list[float
             }
         summary["per_label"][mode] = by_label
     return summary
+
+
+def _warm(values: list[float]) -> list[float]:
+    """Timings after the warm-up planes (all of them when there are too few)."""
+    return values[WARMUP_PLANES:] or values
 
 
 def _error_row(case_id: str, mode: str, error: AutomedsegError) -> dict:

@@ -1,0 +1,133 @@
+"""Data set layouts and the evaluation run, on tiny folders built in tmp_path."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from automedseg import io
+from automedseg.errors import InputError
+from automedseg.evaluate.datasets import find_cases
+from automedseg.evaluate.runner import load_case
+from automedseg.types import Geometry
+from conftest import EXAMPLES  # noqa: I001
+
+
+def touch_png(path, value=1, shape=(4, 5)):
+    io.write_label_png(path, np.full(shape, value, np.uint8))
+
+
+def test_2d_layout_pairs_by_stem_and_records_orphans(tmp_path):
+    for name in ("a.png", "b.jpg", "c.png"):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        touch_png(tmp_path / "images" / name)
+    (tmp_path / "masks").mkdir()
+    touch_png(tmp_path / "masks" / "a.png")
+    touch_png(tmp_path / "masks" / "b.png")
+    touch_png(tmp_path / "masks" / "d.png")
+    data = find_cases(tmp_path)
+    assert data.layout == "2d"
+    problems = {c.case_id: c.problem for c in data.cases}
+    assert problems == {"a": None, "b": None, "c": "no mask", "d": "mask without image"}
+
+
+def test_nnunet_layout_groups_channels_and_reads_dataset_json(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    for name in ("case1_0000.nii.gz", "case1_0001.nii.gz", "case2_0000.nii.gz"):
+        (tmp_path / "imagesTr" / name).write_bytes(b"x")
+    for name in ("case1.nii.gz", "case2.nii.gz"):
+        (tmp_path / "labelsTr" / name).write_bytes(b"x")
+    meta = {"channel_names": {"0": "FLAIR", "1": "T1c"}, "labels": {"background": 0, "tumour": 1}}
+    (tmp_path / "dataset.json").write_text(json.dumps(meta))
+    data = find_cases(tmp_path)
+    assert data.layout == "nnunet"
+    assert [c.case_id for c in data.cases] == ["case1", "case2"]
+    assert [p.name for p in data.cases[0].images] == ["case1_0000.nii.gz", "case1_0001.nii.gz"]
+    assert data.channel_names == ["FLAIR", "T1c"]
+    assert data.label_names == {0: "background", 1: "tumour"}
+
+
+def test_split_files_select_cases(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for name in "abc":
+        touch_png(tmp_path / "images" / f"{name}.png")
+        touch_png(tmp_path / "masks" / f"{name}.png")
+    (tmp_path / "val.txt").write_text("# validation\na\nc\n")
+    (tmp_path / "val.json").write_text('["b"]')
+    assert [c.case_id for c in find_cases(tmp_path, tmp_path / "val.txt").cases] == ["a", "c"]
+    assert [c.case_id for c in find_cases(tmp_path, tmp_path / "val.json").cases] == ["b"]
+
+
+def test_unknown_layout_and_empty_data_set_are_clear_errors(tmp_path):
+    with pytest.raises(InputError, match="no known data layout"):
+        find_cases(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(InputError, match="no cases found"):
+        find_cases(tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        find_cases(tmp_path / "nowhere")
+
+
+def test_sequence_layout_stacks_frames_in_name_order(tmp_path):
+    for stem in ["0003", "0001", "0002"]:
+        (tmp_path / "frames" / "seq1").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "masks" / "seq1").mkdir(parents=True, exist_ok=True)
+        frame = np.full((6, 8, 3), int(stem) * 50, np.uint8)
+        PILImage.fromarray(frame).save(tmp_path / "frames" / "seq1" / f"{stem}.png")
+        touch_png(tmp_path / "masks" / "seq1" / f"{stem}.png", value=int(stem), shape=(6, 8))
+    data = find_cases(tmp_path)
+    assert data.layout == "sequences"
+    image, truth = load_case(data.cases[0], layout="sequences")
+    assert image.shape == (3, 6, 8) and image.channels == 3
+    assert image.array[:, 0, 0, 0].tolist() == [50, 100, 150]
+    assert truth[:, 0, 0].tolist() == [1, 2, 3]
+
+
+def test_mismatched_volume_and_label_shapes_are_reported(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    io.write_nifti(
+        tmp_path / "imagesTr" / "c_0000.nii.gz", np.ones((3, 4, 5), np.uint8), Geometry()
+    )
+    io.write_nifti(tmp_path / "labelsTr" / "c.nii.gz", np.ones((3, 4, 6), np.uint8), Geometry())
+    case = find_cases(tmp_path).cases[0]
+    with pytest.raises(InputError, match="does not match"):
+        load_case(case, layout="nnunet")
+
+
+def test_evaluate_scores_good_cases_and_reports_bad_ones(tmp_path, litemedsam, monkeypatch):
+    import automedseg.segment.litemedsam as module
+    from automedseg.evaluate.runner import evaluate
+
+    monkeypatch.setattr(module, "load_litemedsam", lambda weights=None, sha256=None: litemedsam)
+    data = tmp_path / "data"
+    shutil.copytree(EXAMPLES / "kvasir_seg", data)
+    touch_png(data / "images" / "orphan.png")  # image without a mask
+    touch_png(data / "images" / "small.png", shape=(10, 10))
+    touch_png(data / "masks" / "small.png", shape=(12, 10))  # shape mismatch
+    touch_png(data / "images" / "broken.png", shape=(10, 10))
+    (data / "masks" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # corrupt mask
+    summary = evaluate(data, tmp_path / "out", progress=False)
+    oracle = summary["modes"]["oracle"]
+    assert oracle["n_cases"] == 2 and oracle["n_failed"] == 3
+    assert oracle["dice_mean"] > 0.9
+    for key in ("dice_median", "iou_mean", "hd95_mean", "nsd_mean", "ms_per_image_median",
+                "peak_rss_mb"):  # fmt: skip
+        assert oracle[key] is not None
+    assert summary["models_mb"]["litemedsam"] > 30
+    with (tmp_path / "out" / "per_case.csv").open() as handle:
+        rows = {r["case_id"]: r for r in csv.DictReader(handle)}
+    assert rows["orphan"]["error"].endswith("no mask")
+    assert "does not match" in rows["small"]["error"]
+    assert "broken.png" in rows["broken"]["error"]
+    assert rows["cju17z0qongpa0993de4boim4"]["error"] == ""
+    assert (tmp_path / "out" / "report.md").read_text().count("| oracle |") >= 2
+    assert (tmp_path / "out" / "dice.png").is_file()
