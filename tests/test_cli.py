@@ -46,7 +46,7 @@ def test_polyp_with_its_box_matches_the_manual_mask(tmp_path, capsys):
     assert (tmp_path / f"{POLYP.stem}_overlay.png").is_file()
     summary = json.loads((tmp_path / f"{POLYP.stem}.json").read_text())
     assert summary["objects"][0]["box_xyxy"] == [331, 271, 479, 430]
-    assert summary["objects"][0]["area_px"] == int((mask == 1).sum())
+    assert summary["labels"]["1"]["voxels"] == int((mask == 1).sum())
 
 
 def test_volume_output_keeps_the_input_geometry(tmp_path, capsys):
@@ -62,10 +62,10 @@ def test_volume_output_keeps_the_input_geometry(tmp_path, capsys):
     assert seg.array[12].any() and not np.delete(seg.array, 12, axis=0).any()
 
 
-def test_without_boxes_it_says_no_prompter_is_available(tmp_path, capsys):
+def test_without_boxes_or_task_it_says_what_to_give(tmp_path, capsys):
     code, err = run(capsys, str(POLYP), "--out", str(tmp_path))
     assert code == 2
-    assert "no automatic prompter is available yet" in err
+    assert "no prompts" in err and "--task" in err
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 

@@ -12,8 +12,7 @@ from PIL import Image as PILImage
 
 from automedseg import io
 from automedseg.errors import InputError
-from automedseg.evaluate.datasets import find_cases
-from automedseg.evaluate.runner import load_case
+from automedseg.evaluate.datasets import find_cases, load_case
 from automedseg.types import Geometry
 from conftest import EXAMPLES  # noqa: I001
 

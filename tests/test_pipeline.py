@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from automedseg.errors import PromptError
-from automedseg.pipeline import check_boxes, segment_image
+from automedseg.pipeline import FixedBoxes, check_boxes, segment_image, segment_plane
 from automedseg.prompt.oracle import oracle_boxes
 from automedseg.types import Boxes, Image
 
@@ -45,19 +45,57 @@ def test_box_edges_equal_to_size_are_clipped_to_the_last_pixel():
 def test_overlapping_objects_resolved_by_score():
     image = Image(np.random.default_rng(1).random((10, 10)).astype(np.float32), 2)
     boxes = Boxes(np.array([[0, 0, 5, 5], [3, 3, 9, 9]]), np.array([1, 2]), np.array([0.9, 0.5]))
-    result = segment_image(image, boxes, BoxFiller())
+    result = segment_image(image, FixedBoxes(boxes), BoxFiller())
     assert result.label_map[4, 4] == 1  # the higher score wins the overlap
     assert result.label_map[9, 9] == 2 and result.label_map[0, 9] == 0
 
 
 def test_volume_is_segmented_on_the_chosen_slice_only():
     volume = Image(np.random.default_rng(2).random((5, 8, 8)).astype(np.float32), 3)
-    result = segment_image(volume, Boxes.from_list([(1, 1, 3, 3)]), BoxFiller(), slice_index=3)
+    box = FixedBoxes(Boxes.from_list([(1, 1, 3, 3)]))
+    result = segment_image(volume, box, BoxFiller(), slice_index=3)
     assert result.slice_index == 3
     assert result.label_map.shape == (5, 8, 8)
     assert result.label_map[3].sum() == 9 and result.label_map.sum() == 9
     with pytest.raises(PromptError, match="slice 5 is outside"):
-        segment_image(volume, Boxes.from_list([(1, 1, 3, 3)]), BoxFiller(), slice_index=5)
+        segment_image(volume, box, BoxFiller(), slice_index=5)
+
+
+class BrightSpotFinder:
+    """A stand-in prompter: a box around the pixels above 0.5, if any."""
+
+    uses_embedding = False
+    labels = {1: "spot"}
+    score_threshold = 0.5
+
+    def find(self, image, embedding=None):
+        ys, xs = np.nonzero(image > 0.5)
+        if len(xs) == 0:
+            return Boxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0))
+        return Boxes(np.array([[xs.min(), ys.min(), xs.max(), ys.max()]]), 1, 0.8)
+
+
+def test_automatic_volume_prompts_every_slice_and_skips_empty_ones():
+    array = np.zeros((4, 8, 8), np.float32)
+    array[1, 2:4, 2:5] = 1.0
+    array[3, 5:7, 0:2] = 1.0
+    segmenter = BoxFiller()
+    calls = []
+    original = segmenter.set_image
+    segmenter.set_image = lambda image: (calls.append(1), original(image))
+    result = segment_image(Image(array, 3), BrightSpotFinder(), segmenter)
+    np.testing.assert_array_equal(result.label_map > 0, array > 0.5)
+    assert result.box_slices.tolist() == [1, 3]
+    assert len(calls) == 2  # the encoder ran only where the prompter found something
+
+
+def test_segment_plane_reports_time_per_stage():
+    times = {}
+    plane = np.zeros((8, 8), np.float32)
+    plane[2:4, 2:4] = 1.0
+    seg = segment_plane(plane, BrightSpotFinder(), BoxFiller(), times)
+    assert len(seg.boxes) == 1 and set(times) == {"prompter", "encoder", "decoder"}
+    assert all(v >= 0 for v in times.values())
 
 
 def test_oracle_boxes_one_per_component_and_label():

@@ -39,6 +39,8 @@ def segment_files(
     inputs: Sequence[str | Path],
     out: str | Path,
     boxes: Sequence[tuple[float, float, float, float]] | None = None,
+    task: str | None = None,
+    prompter: str | Path | None = None,
     slice_index: int | None = None,
     modality: str | None = None,
     window: tuple[float, float] | None = None,
@@ -46,24 +48,31 @@ def segment_files(
     progress: bool = True,
     on_error: Callable[[AutomedsegError], None] | None = None,
 ) -> list[CaseOutcome]:
-    """Segment each input with the given boxes and write mask, overlay and JSON into ``out``.
+    """Segment each input and write mask, overlay and JSON into ``out``.
 
-    ``boxes`` are XYXY inclusive pixels (of slice ``slice_index`` for a volume, default the
-    middle one). Without boxes a prompter is needed, and none is available yet. A bad input is
-    reported (``on_error``) and skipped; nothing half-written is left for it.
+    Prompts come from ``boxes`` (XYXY inclusive pixels, on slice ``slice_index`` of a volume,
+    default the middle one), or automatically from a shipped ``task``'s prompter or a trained
+    ``prompter`` card (every slice of a volume is prompted). A bad input is reported
+    (``on_error``) and skipped; nothing half-written is left for it.
     """
-    if not boxes:
-        raise PromptError(
-            "no boxes given and no automatic prompter is available yet: "
-            "pass --box X0 Y0 X1 Y1 (pixels, inclusive) for each object"
-        )
     if modality is not None and modality not in MODALITIES:
         raise AutomedsegError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
-    from automedseg.pipeline import segment_image
+    from automedseg.pipeline import FixedBoxes, segment_image
+    from automedseg.prompt import load_prompter
     from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
 
+    if boxes:
+        if task or prompter:
+            raise PromptError("give either --box or --task/--prompter, not both")
+        finder = FixedBoxes(Boxes.from_list(list(boxes)))
+    elif task or prompter:
+        finder = load_prompter(task=task, card=prompter)
+    else:
+        raise PromptError(
+            "no prompts: pass --task NAME (automatic; see `automedseg tasks`), "
+            "--prompter CARD.json, or --box X0 Y0 X1 Y1 for each object"
+        )
     predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else Path(weights)))
-    prompt = Boxes.from_list(list(boxes))
     out = Path(out)
     outcomes = []
     for path in _progress([Path(p) for p in inputs], enabled=progress):
@@ -74,13 +83,18 @@ def segment_files(
                 image.modality = modality
             if window is not None:
                 image.window = window
+            z = slice_index
+            if z is None and boxes and image.spatial_dims == 3:
+                z = image.shape[0] // 2  # a user's boxes are drawn on one slice
             try:
-                result = segment_image(image, prompt, predictor, slice_index)
+                result = segment_image(image, finder, predictor, z)
             except AutomedsegError as error:
                 if error.path is None:  # name the file the problem belongs to
                     raise type(error)(str(error), path) from None
                 raise
             write_result(image, result, out, output_stem(path), outcome.outputs)
+            if not result.label_map.any():
+                print(f"{path}: nothing found (empty mask written)", file=sys.stderr)
         except AutomedsegError as error:
             for written in outcome.outputs:
                 written.unlink(missing_ok=True)
@@ -108,35 +122,44 @@ def write_result(image: Image, result: Result, out: Path, stem: str, written: li
 
 
 def describe(image: Image, result: Result) -> dict:
-    """The JSON summary: input, geometry, and per object its box, label, score and size."""
+    """The JSON summary: input, geometry, the boxes found, and the size of each label."""
     dims = image.spatial_dims
     spacing = image.geometry.spacing(dims)
-    pixel_mm2 = float(np.prod(spacing[-2:]))
-    objects = []
-    for xyxy, label, score in zip(
-        result.boxes.xyxy, result.boxes.labels, result.boxes.scores, strict=False
-    ):
-        plane = result.label_map if dims == 2 else result.label_map[result.slice_index]
-        pixels = int((plane == label).sum())
-        objects.append(
-            {
-                "box_xyxy": [round(float(v), 2) for v in xyxy],
-                "label": int(label),
-                "score": round(float(score), 4),
-                "slice_index": result.slice_index,
-                "area_px": pixels,
-                "area_mm2": round(pixels * pixel_mm2, 3),
-            }
+    voxel_mm3 = float(np.prod(spacing))
+    boxes = result.boxes
+    slices = result.box_slices if result.box_slices is not None else [None] * len(boxes)
+    objects = [
+        {
+            "box_xyxy": [round(float(v), 2) for v in xyxy],
+            "label": int(label),
+            "score": round(float(score), 4),
+            "slice_index": None if z is None else int(z),
+        }
+        for xyxy, label, score, z in zip(
+            boxes.xyxy, boxes.labels, boxes.scores, slices, strict=True
         )
+    ]
+    labels = {}
+    for value in np.unique(result.label_map):
+        if value == 0:
+            continue
+        count = int((result.label_map == value).sum())
+        size = {"voxels": count}
+        if dims == 2:
+            size["area_mm2"] = round(count * voxel_mm3, 3)
+        else:
+            size["volume_ml"] = round(count * voxel_mm3 / 1000.0, 4)
+        labels[str(int(value))] = size
     return {
         "source": None if image.source is None else str(image.source),
         "modality": image.modality,
         "shape": list(image.shape),
         "spacing_mm": [round(s, 6) for s in spacing],
         "spacing_order": "zyx" if dims == 3 else "yx",
-        "box_convention": "XYXY, inclusive pixel indices of the original image",
+        "box_convention": "XYXY, inclusive pixel indices of the original image (or slice)",
         "segmenter": "LiteMedSAM",
         "objects": objects,
+        "labels": labels,
     }
 
 

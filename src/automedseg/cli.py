@@ -35,8 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a box prompt in pixels (inclusive corners); repeat for several objects, "
         "labelled 1..N in order",
     )
+    seg.add_argument("--task", help="automatic prompts from a shipped task, e.g. polyp")
+    seg.add_argument("--prompter", help="automatic prompts from a trained prompter card (.json)")
     seg.add_argument(
-        "--slice", dest="slice_index", type=int, help="volume slice (axis 0) the boxes are on"
+        "--slice",
+        dest="slice_index",
+        type=int,
+        help="volume slice (axis 0) to segment; boxes are drawn on it (default: the middle "
+        "slice with --box, every slice with --task/--prompter)",
     )
     seg.add_argument(
         "--modality",
@@ -83,7 +89,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="normalised surface Dice tolerance in mm (default 2)",
     )
     ev.add_argument("--weights", help="LiteMedSAM state_dict (default: the packaged weights)")
+    ev.add_argument("--task", help="prompter of a shipped task for --prompts auto/both")
+    ev.add_argument("--prompter", help="trained prompter card (.json) for --prompts auto/both")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    commands.add_parser("tasks", help="list the shipped tasks and their prompters")
+
+    train = commands.add_parser("train", help="train a prompter on your data")
+    what = train.add_subparsers(dest="what", required=True)
+    tp = what.add_parser(
+        "prompter",
+        help="train an automatic prompter",
+        description="Train a prompter on a data folder in any layout evaluate reads. Writes "
+        "the weights (safetensors), a model card (JSON), train/val case lists and train.log.",
+    )
+    tp.add_argument("--data", required=True, help="data set folder with manual masks")
+    tp.add_argument(
+        "--kind",
+        choices=("head", "yolonas"),
+        default="head",
+        help="head: small CNN on LiteMedSAM's embedding; yolonas: YOLO-NAS S",
+    )
+    tp.add_argument("--out", required=True, help="output folder")
+    tp.add_argument(
+        "--val-split",
+        dest="val_fraction",
+        type=float,
+        default=0.2,
+        help="share of cases held out for validation (default 0.2)",
+    )
+    tp.add_argument("--epochs", type=int, help="training epochs (default: 30 head, 50 yolonas)")
+    tp.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    tp.add_argument("--channel", type=int, default=0, help="image channel for multi-channel data")
+    tp.add_argument("--cache", help="embedding cache folder for --kind head (default OUT/cache)")
+    tp.add_argument(
+        "--boxes",
+        help="box annotations for --kind yolonas (COCO JSON, YOLO "
+        "labels folder, or Kvasir bbox JSON) instead of boxes from the masks",
+    )
+    tp.add_argument("--task", help="task name recorded in the card")
+    tp.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    tp.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
 
@@ -94,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _segment(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "tasks":
+            return _tasks()
+        if args.command == "train":
+            return _train_prompter(args)
     except AutomedsegError as error:
         print(f"automedseg: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -113,6 +163,8 @@ def _segment(args: argparse.Namespace) -> int:
         args.inputs,
         args.out,
         boxes=[tuple(b) for b in args.boxes or []],
+        task=args.task,
+        prompter=args.prompter,
         slice_index=args.slice_index,
         modality=args.modality,
         window=None if args.window is None else tuple(args.window),
@@ -139,6 +191,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         channel=args.channel,
         nsd_tolerance_mm=args.nsd_tolerance_mm,
         weights=args.weights,
+        task=args.task,
+        prompter=args.prompter,
         progress=not args.no_progress,
     )
     for mode, m in summary["modes"].items():
@@ -147,6 +201,42 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"{m['n_cases']} cases, {m['n_failed']} failed, "
             f"{m['ms_per_image_median']} ms/plane; report in {args.out}/report.md"
         )
+    return 0
+
+
+def _tasks() -> int:
+    from automedseg.checkpoints import read_card
+    from automedseg.prompt import available_tasks
+
+    tasks = available_tasks()
+    if not tasks:
+        print("no shipped tasks")
+    for name, path in tasks.items():
+        card = read_card(path)
+        labels = ", ".join(f"{k}={v}" for k, v in card["labels"].items())
+        print(f"{name}: {card['kind']} prompter, labels {labels}, val {card.get('val_metrics')}")
+    return 0
+
+
+def _train_prompter(args: argparse.Namespace) -> int:
+    progress = not args.no_progress
+    if args.kind == "head":
+        from automedseg.train.head import train_head
+
+        card = train_head(
+            args.data, args.out, val_fraction=args.val_fraction, epochs=args.epochs or 30,
+            cache=args.cache, resume=args.resume, channel=args.channel, task=args.task,
+            seed=args.seed, progress=progress,
+        )  # fmt: skip
+    else:
+        from automedseg.train.yolonas import train_yolonas
+
+        card = train_yolonas(
+            args.data, args.out, val_fraction=args.val_fraction, epochs=args.epochs or 50,
+            resume=args.resume, boxes_file=args.boxes, channel=args.channel, seed=args.seed,
+            progress=progress,
+        )  # fmt: skip
+    print(f"trained prompter: {card}")
     return 0
 
 

@@ -1,12 +1,14 @@
-"""Wires boxes → segmenter → label map for one image or one slice of a volume."""
+"""Wires prompter → segmenter → label map for one image, or slice by slice for a volume."""
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 import numpy as np
 
 from automedseg.errors import PromptError
+from automedseg.prompt.base import Prompter
 from automedseg.segment.intensity import to_unit_range
 from automedseg.types import Boxes, Image, Result, Segmentation
 
@@ -17,6 +19,18 @@ class BoxSegmenter(Protocol):
     def set_image(self, image: np.ndarray) -> None: ...
 
     def predict(self, boxes_xyxy: np.ndarray) -> np.ndarray: ...
+
+
+class FixedBoxes:
+    """A prompter that always answers the same boxes (a user's, or the ground truth's)."""
+
+    uses_embedding = False
+
+    def __init__(self, boxes: Boxes) -> None:
+        self.boxes = boxes
+
+    def find(self, image: np.ndarray, embedding: object | None = None) -> Boxes:
+        return self.boxes
 
 
 def check_boxes(boxes: Boxes, shape_hw: tuple[int, int]) -> Boxes:
@@ -39,29 +53,84 @@ def check_boxes(boxes: Boxes, shape_hw: tuple[int, int]) -> Boxes:
     return Boxes(xyxy, boxes.labels, boxes.scores)
 
 
-def segment_plane(plane: np.ndarray, boxes: Boxes, segmenter: BoxSegmenter) -> Segmentation:
-    """Masks for boxes on one 2D plane already in [0, 1] ((H, W) or (H, W, C))."""
+def segment_plane(
+    plane: np.ndarray, prompter: Prompter, segmenter: BoxSegmenter, times: dict | None = None
+) -> Segmentation:
+    """Prompt and segment one 2D plane already in [0, 1] ((H, W) or (H, W, C)).
+
+    A prompter that reads the segmenter's embedding runs after the encoder; any other runs
+    first, and a plane where it finds nothing skips the encoder. Seconds spent per stage are
+    added to ``times`` ("prompter", "encoder", "decoder") when given.
+    """
+    clock = time.perf_counter()
+    stages = {"prompter": 0.0, "encoder": 0.0, "decoder": 0.0}
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        stages[stage] += now - clock
+        clock = now
+
+    if getattr(prompter, "uses_embedding", False):
+        segmenter.set_image(plane)
+        lap("encoder")
+        boxes = prompter.find(plane, segmenter.embedding)
+        lap("prompter")
+    else:
+        boxes = prompter.find(plane)
+        lap("prompter")
+        if len(boxes):
+            segmenter.set_image(plane)
+            lap("encoder")
     boxes = check_boxes(boxes, plane.shape[:2])
-    segmenter.set_image(plane)
-    return Segmentation(segmenter.predict(boxes.xyxy), boxes)
+    if len(boxes):
+        masks = segmenter.predict(boxes.xyxy)
+        lap("decoder")
+    else:
+        masks = np.zeros((0, *plane.shape[:2]), dtype=bool)
+    if times is not None:
+        for stage, seconds in stages.items():
+            times[stage] = times.get(stage, 0.0) + seconds
+    return Segmentation(masks, boxes)
 
 
 def segment_image(
-    image: Image, boxes: Boxes, segmenter: BoxSegmenter, slice_index: int | None = None
+    image: Image,
+    prompter: Prompter,
+    segmenter: BoxSegmenter,
+    slice_index: int | None = None,
 ) -> Result:
-    """Segment the boxes on a 2D image, or on one axial slice (axis 0) of a volume.
-
-    For a volume, ``slice_index`` defaults to the middle slice and the other slices stay 0.
-    """
+    """Segment a 2D image, or a volume: one slice (axis 0) when ``slice_index`` is given,
+    else every slice independently (each prompted on its own)."""
     unit = to_unit_range(image)
     if image.spatial_dims == 2:
-        seg = segment_plane(unit, boxes, segmenter)
+        seg = segment_plane(unit, prompter, segmenter)
         return Result(seg.label_map(), seg.boxes)
     depth = image.shape[0]
-    z = depth // 2 if slice_index is None else slice_index
-    if not 0 <= z < depth:
-        raise PromptError(f"slice {z} is outside the volume's {depth} slices (0..{depth - 1})")
-    seg = segment_plane(unit[z], boxes, segmenter)
-    label_map = np.zeros(image.shape, dtype=seg.label_map().dtype)
-    label_map[z] = seg.label_map()
-    return Result(label_map, seg.boxes, slice_index=z)
+    if slice_index is not None and not 0 <= slice_index < depth:
+        raise PromptError(
+            f"slice {slice_index} is outside the volume's {depth} slices (0..{depth - 1})"
+        )
+    label_map = np.zeros(image.shape, dtype=np.uint16)
+    found = []
+    for z in range(depth) if slice_index is None else [slice_index]:
+        seg = segment_plane(unit[z], prompter, segmenter)
+        label_map[z] = seg.label_map()
+        found.append((z, seg.boxes))
+    boxes = _stack_boxes([b for _, b in found])
+    slices = np.concatenate([np.full(len(b), z) for z, b in found]) if found else np.zeros(0)
+    return Result(_smallest_dtype(label_map), boxes, slice_index=slice_index, box_slices=slices)
+
+
+def _stack_boxes(parts: list[Boxes]) -> Boxes:
+    if not parts:
+        return Boxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0))
+    return Boxes(
+        np.concatenate([b.xyxy for b in parts]),
+        np.concatenate([b.labels for b in parts]),
+        np.concatenate([b.scores for b in parts]),
+    )
+
+
+def _smallest_dtype(label_map: np.ndarray) -> np.ndarray:
+    return label_map.astype(np.uint8) if label_map.max(initial=0) < 256 else label_map

@@ -134,4 +134,6 @@ class Result:
     """Integer array with the image's spatial shape; 0 = background."""
     boxes: Boxes
     slice_index: int | None = None
-    """For a volume prompted on one slice: that slice (array axis 0)."""
+    """For a volume segmented on one slice only: that slice (array axis 0)."""
+    box_slices: np.ndarray | None = None
+    """For a volume: the slice (axis 0) each box was found on."""

@@ -19,7 +19,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from automedseg import io
 from automedseg.errors import InputError
+from automedseg.types import Image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
 CHANNEL = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -166,3 +170,38 @@ def _dataset_json(root: Path) -> dict:
     except (OSError, json.JSONDecodeError) as error:
         raise InputError(f"dataset.json is not readable JSON ({error})", path) from None
     return meta if isinstance(meta, dict) else {}
+
+
+def load_case(case: Case, channel: int = 0, layout: str = "2d") -> tuple[Image, np.ndarray]:
+    """The case's image (one channel) and its ground-truth label map, shapes checked.
+
+    A sequence (frames/<seq>/) becomes a stack of frames along axis 0, evaluated frame by frame.
+    """
+    if case.problem:
+        raise InputError(case.problem, case.images[0] if case.images else case.labels[0])
+    if layout == "sequences":
+        return _load_sequence(case)
+    if channel >= len(case.images):
+        raise InputError(f"case has {len(case.images)} channel file(s), no channel {channel}")
+    image = io.read_image(case.images[channel])
+    truth = io.read_label_map(case.labels[0])
+    if truth.shape != image.shape:
+        raise InputError(
+            f"image shape {image.shape} does not match mask shape {truth.shape}", case.labels[0]
+        )
+    return image, truth
+
+
+def _load_sequence(case: Case) -> tuple[Image, np.ndarray]:
+    frames, masks = [], []
+    for frame_path, mask_path in zip(case.images, case.labels, strict=True):
+        frame, mask = io.read_image(frame_path), io.read_label_map(mask_path)
+        if frame.spatial_dims != 2 or mask.shape != frame.shape:
+            raise InputError(f"frame {frame.shape} and mask {mask.shape} do not match", mask_path)
+        if frames and frame.array.shape != frames[0].array.shape:
+            raise InputError("frames of one sequence must all have the same size", frame_path)
+        frames.append(frame)
+        masks.append(mask)
+    first = frames[0]
+    stack = np.stack([f.array for f in frames])
+    return Image(stack, 3, modality=first.modality, source=case.images[0].parent), np.stack(masks)

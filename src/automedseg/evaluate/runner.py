@@ -14,33 +14,35 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from automedseg import io
-from automedseg.errors import AutomedsegError, InputError
-from automedseg.evaluate.datasets import Case, DataSet, find_cases
-from automedseg.evaluate.metrics import label_metrics
+from automedseg.errors import AutomedsegError
+from automedseg.evaluate.datasets import Case, DataSet, find_cases, load_case
+from automedseg.evaluate.metrics import detection_scores, label_metrics, match_detections
+from automedseg.pipeline import FixedBoxes, segment_plane
+from automedseg.prompt.base import Prompter
 from automedseg.prompt.oracle import oracle_boxes
 from automedseg.segment.intensity import to_unit_range
-from automedseg.types import Boxes, Image, Segmentation
+from automedseg.types import Boxes, Image
 
 WARMUP_PLANES = 2
 STAGES = ("prompter", "encoder", "decoder")
 CSV_FIELDS = [
     "case_id", "mode", "label", "dice", "iou", "hd95_mm", "nsd", "gt_voxels", "pred_voxels",
-    "n_boxes", "n_planes", "ms_io", "ms_prompter", "ms_encoder", "ms_decoder", "error",
+    "n_boxes", "n_planes", "det_tp", "det_fp", "det_fn", "ms_io", "ms_prompter", "ms_encoder",
+    "ms_decoder", "error",
 ]  # fmt: skip
-Prompter = Callable[[np.ndarray, np.ndarray], Boxes]
-"""(plane in [0, 1], ground-truth plane) → boxes. Oracle prompters read the ground truth."""
 
 
 @dataclass
 class PlaneTimes:
+    """Milliseconds per stage for each plane where the encoder ran."""
+
     prompter: list[float] = field(default_factory=list)
     encoder: list[float] = field(default_factory=list)
     decoder: list[float] = field(default_factory=list)
@@ -51,77 +53,57 @@ class Prediction:
     labels: np.ndarray
     n_boxes: int
     n_planes: int
-    ms_prompter: float
-    ms_encoder: float
-    ms_decoder: float
-
-
-def oracle_prompter(plane: np.ndarray, truth: np.ndarray) -> Boxes:
-    return oracle_boxes(truth)
-
-
-def load_case(case: Case, channel: int = 0, layout: str = "2d") -> tuple[Image, np.ndarray]:
-    """The case's image (one channel) and its ground-truth label map, shapes checked.
-
-    A sequence (frames/<seq>/) becomes a stack of frames along axis 0, evaluated frame by frame.
-    """
-    if case.problem:
-        raise InputError(case.problem, case.images[0] if case.images else case.labels[0])
-    if layout == "sequences":
-        return _load_sequence(case)
-    if channel >= len(case.images):
-        raise InputError(f"case has {len(case.images)} channel file(s), no channel {channel}")
-    image = io.read_image(case.images[channel])
-    truth = io.read_label_map(case.labels[0])
-    if truth.shape != image.shape:
-        raise InputError(
-            f"image shape {image.shape} does not match mask shape {truth.shape}", case.labels[0]
-        )
-    return image, truth
-
-
-def _load_sequence(case: Case) -> tuple[Image, np.ndarray]:
-    frames, masks = [], []
-    for frame_path, mask_path in zip(case.images, case.labels, strict=True):
-        frame, mask = io.read_image(frame_path), io.read_label_map(mask_path)
-        if frame.spatial_dims != 2 or mask.shape != frame.shape:
-            raise InputError(f"frame {frame.shape} and mask {mask.shape} do not match", mask_path)
-        if frames and frame.array.shape != frames[0].array.shape:
-            raise InputError("frames of one sequence must all have the same size", frame_path)
-        frames.append(frame)
-        masks.append(mask)
-    first = frames[0]
-    stack = np.stack([f.array for f in frames])
-    return Image(stack, 3, modality=first.modality, source=case.images[0].parent), np.stack(masks)
+    """Planes prompted (oracle: those with foreground; automatic: all)."""
+    ms: dict[str, float]
+    detection: tuple[int, int, int]
+    """(true positive, false positive, false negative) boxes at IoU >= 0.5, per label."""
 
 
 def predict_case(
-    image: Image, truth: np.ndarray, prompter: Prompter, predictor, times: PlaneTimes
+    image: Image, truth: np.ndarray, prompter: Prompter | None, predictor, times: PlaneTimes
 ) -> Prediction:
-    """Prompt and segment every plane (the image, or each slice along axis 0)."""
+    """Prompt and segment every plane (the image, or each slice along axis 0).
+
+    ``prompter=None`` means oracle prompts: the boxes of the plane's ground truth.
+    """
     unit = to_unit_range(image)
-    planes = [(unit, truth)] if image.spatial_dims == 2 else list(zip(unit, truth, strict=False))
-    predicted = np.zeros(truth.shape, dtype=np.uint16)
-    out_planes = [predicted] if image.spatial_dims == 2 else list(predicted)
-    n_boxes = n_planes = 0
-    ms = {"prompter": 0.0, "encoder": 0.0, "decoder": 0.0}
-    for (plane, truth_plane), out in zip(planes, out_planes, strict=False):
-        t0 = time.perf_counter()
-        boxes = prompter(plane, truth_plane)
-        t1 = time.perf_counter()
-        if len(boxes) == 0:
+    if image.spatial_dims == 2:
+        unit, truth_planes = unit[None], truth[None]
+    else:
+        truth_planes = truth
+    predicted = np.zeros(truth_planes.shape, dtype=np.uint16)
+    n_boxes = n_planes = tp = fp = fn = 0
+    total = {"prompter": 0.0, "encoder": 0.0, "decoder": 0.0}
+    for plane, truth_plane, out in zip(unit, truth_planes, predicted, strict=True):
+        truth_boxes = oracle_boxes(truth_plane)
+        finder = FixedBoxes(truth_boxes) if prompter is None else prompter
+        if prompter is None and len(truth_boxes) == 0:
             continue
-        predictor.set_image(plane)
-        t2 = time.perf_counter()
-        masks = predictor.predict(boxes.xyxy)
-        t3 = time.perf_counter()
-        out[...] = Segmentation(masks, boxes).label_map()
-        for name, value in zip(ms, (t1 - t0, t2 - t1, t3 - t2), strict=False):
-            ms[name] += value * 1000
-            getattr(times, name).append(value * 1000)
-        n_boxes += len(boxes)
+        seconds: dict[str, float] = {}
+        seg = segment_plane(plane, finder, predictor, seconds)
+        out[...] = seg.label_map()
+        if prompter is not None:
+            a, b, c = detections(seg.boxes, truth_boxes)
+            tp, fp, fn = tp + a, fp + b, fn + c
+        n_boxes += len(seg.boxes)
         n_planes += 1
-    return Prediction(predicted, n_boxes, n_planes, ms["prompter"], ms["encoder"], ms["decoder"])
+        if seconds.get("encoder", 0.0) > 0:
+            for stage, value in seconds.items():
+                getattr(times, stage).append(value * 1000)
+        for stage, value in seconds.items():
+            total[stage] += value * 1000
+    labels = predicted[0] if image.spatial_dims == 2 else predicted
+    return Prediction(labels, n_boxes, n_planes, total, (tp, fp, fn))
+
+
+def detections(found: Boxes, truth: Boxes) -> tuple[int, int, int]:
+    """(tp, fp, fn) of found boxes against the ground truth's, label by label, IoU >= 0.5."""
+    tp = fp = fn = 0
+    for label in np.union1d(found.labels, truth.labels):
+        mine, theirs = found.labels == label, truth.labels == label
+        a, b, c = match_detections(found.xyxy[mine], found.scores[mine], truth.xyxy[theirs], 0.5)
+        tp, fp, fn = tp + a, fp + b, fn + c
+    return tp, fp, fn
 
 
 def iterate_cases(data: DataSet, limit: int | None, progress: bool) -> Iterator[Case]:
@@ -142,13 +124,18 @@ def evaluate(
     channel: int = 0,
     nsd_tolerance_mm: float = 2.0,
     weights: str | Path | None = None,
+    task: str | None = None,
+    prompter: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
     """Evaluate LiteMedSAM on a data set; write per_case.csv, summary.json, report.md, plots.
 
-    ``prompts`` is "oracle", "auto" or "both". Returns the summary.
+    ``prompts`` is "oracle" (boxes from the ground truth), "auto" (boxes from the prompter
+    of ``task`` or of the ``prompter`` card) or "both". Returns the summary.
     """
+    from automedseg.checkpoints import read_card
     from automedseg.evaluate.report import write_report
+    from automedseg.prompt import load_prompter, task_card
     from automedseg.segment.litemedsam import (
         LiteMedSAMPredictor,
         load_litemedsam,
@@ -158,17 +145,24 @@ def evaluate(
     modes = {"oracle": ["oracle"], "auto": ["auto"], "both": ["oracle", "auto"]}.get(prompts)
     if modes is None:
         raise AutomedsegError(f"--prompts must be oracle, auto or both, not {prompts!r}")
+    finder, models_mb = None, {}
     if "auto" in modes:
-        raise AutomedsegError(
-            "automatic prompts need a trained prompter, and none is available yet: "
-            "use --prompts oracle"
-        )
+        if not (task or prompter):
+            raise AutomedsegError(
+                "automatic prompts need a prompter: pass --task NAME or --prompter CARD.json"
+            )
+        card_path = task_card(task) if task else Path(prompter)
+        finder = load_prompter(card=card_path)
+        card = read_card(card_path)
+        weights_file = card_path.parent / card["weights_file"]
+        models_mb[f"prompter ({card['kind']})"] = round(weights_file.stat().st_size / 1e6, 2)
     dataset = find_cases(data, split)
     weights_path = Path(weights) if weights else packaged_weights_path()
     predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else weights_path))
+    models_mb["litemedsam"] = round(weights_path.stat().st_size / 1e6, 2)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = Evaluation(predictor, modes, dataset.layout, channel, nsd_tolerance_mm)
+    run = Evaluation(predictor, finder, modes, dataset.layout, channel, nsd_tolerance_mm)
     rows: list[dict] = []
     interrupted = False
     csv_path = out / "per_case.csv"
@@ -193,7 +187,8 @@ def evaluate(
         threads=_torch_threads(),
         segmenter="LiteMedSAM",
         nsd_tolerance_mm=nsd_tolerance_mm,
-        models_mb={"litemedsam": round(weights_path.stat().st_size / 1e6, 2)},
+        models_mb=models_mb,
+        prompter=None if finder is None else str(card_path),
         interrupted=interrupted,
         command=" ".join(sys.argv) if sys.argv and "automedseg" in sys.argv[0] else None,
     )
@@ -208,6 +203,8 @@ class Evaluation:
     """The state of one evaluation run: the model, the options and the timings so far."""
 
     predictor: object
+    prompter: Prompter | None
+    """The automatic prompter (None when only oracle prompts are evaluated)."""
     modes: list[str]
     layout: str
     channel: int = 0
@@ -228,11 +225,14 @@ class Evaluation:
         ms_io = (time.perf_counter() - t0) * 1000
         self.io_ms.append(ms_io)
         spacing = image.geometry.spacing(image.spatial_dims)
-        labels = [int(v) for v in np.unique(truth) if v != 0]
+        truth_labels = {int(v) for v in np.unique(truth) if v != 0}
         rows = []
         for mode in self.modes:
+            finder = self.prompter if mode == "auto" else None
+            # Automatic mode also scores classes the prompter found where there are none.
+            labels = sorted(truth_labels | set(finder.labels if finder else ()))
             try:
-                p = predict_case(image, truth, oracle_prompter, self.predictor, self.times[mode])
+                p = predict_case(image, truth, finder, self.predictor, self.times[mode])
             except AutomedsegError as error:
                 rows.append(_error_row(case.case_id, mode, error))
                 continue
@@ -251,10 +251,13 @@ class Evaluation:
                         "pred_voxels": m["pred_voxels"],
                         "n_boxes": p.n_boxes,
                         "n_planes": p.n_planes,
+                        "det_tp": p.detection[0] if finder else "",
+                        "det_fp": p.detection[1] if finder else "",
+                        "det_fn": p.detection[2] if finder else "",
                         "ms_io": round(ms_io, 2),
-                        "ms_prompter": round(p.ms_prompter, 2),
-                        "ms_encoder": round(p.ms_encoder, 2),
-                        "ms_decoder": round(p.ms_decoder, 2),
+                        "ms_prompter": round(p.ms["prompter"], 2),
+                        "ms_encoder": round(p.ms["encoder"], 2),
+                        "ms_decoder": round(p.ms["decoder"], 2),
                         "error": "",
                     }  # fmt: skip
                 )
@@ -304,7 +307,26 @@ def summarise(rows: list[dict], modes: list[str], times: dict, io_ms: list[float
                 "n_cases": len(these),
             }
         summary["per_label"][mode] = by_label
+        if mode == "auto":
+            summary["modes"][mode]["detection"] = detection_summary(good)
     return summary
+
+
+def detection_summary(rows: list[dict]) -> dict:
+    """Lesion-wise precision/recall/F1 at IoU >= 0.5 and false-positive boxes per image."""
+    per_case = {r["case_id"]: r for r in rows}  # detection counts repeat on each label row
+    tp = sum(int(r["det_tp"]) for r in per_case.values())
+    fp = sum(int(r["det_fp"]) for r in per_case.values())
+    fn = sum(int(r["det_fn"]) for r in per_case.values())
+    planes = sum(int(r["n_planes"]) for r in per_case.values())
+    scores = detection_scores(tp, fp, fn)
+    return {
+        **{k: round(v, 4) for k, v in scores.items()},
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "fp_per_image": round(fp / max(planes, 1), 4),
+    }
 
 
 def _warm(values: list[float]) -> list[float]:

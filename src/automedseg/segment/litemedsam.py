@@ -174,6 +174,13 @@ class LiteMedSAMPredictor:
     _resized_size: tuple[int, int] = field(default=(0, 0), init=False)
 
     @property
+    def embedding(self) -> torch.Tensor:
+        """(1, 256, 64, 64) image embedding of the current image."""
+        if self._embedding is None:
+            raise RuntimeError("call set_image first")
+        return self._embedding
+
+    @property
     def scale(self) -> float:
         """Factor from original-image pixels to model-input pixels."""
         return IMAGE_SIZE / max(self._original_size)
@@ -210,15 +217,20 @@ def preprocess(image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         array = np.repeat(array[..., None], 3, axis=-1)
     elif array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
-    h, w = array.shape[:2]
-    scale = IMAGE_SIZE / max(h, w)
-    new_h, new_w = max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
+    new_h, new_w = resized_shape(array.shape[:2])
     tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
     tensor = F.interpolate(tensor, size=(new_h, new_w), mode="bilinear", antialias=True)
     lo, hi = tensor.min(), tensor.max()
     tensor = (tensor - lo) / torch.clamp(hi - lo, min=1e-8)
     tensor = F.pad(tensor, (0, IMAGE_SIZE - new_w, 0, IMAGE_SIZE - new_h))
     return tensor, (new_h, new_w)
+
+
+def resized_shape(original_hw: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of an image resized so that its longest side is 256 (before padding)."""
+    h, w = original_hw
+    scale = IMAGE_SIZE / max(h, w)
+    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 def postprocess(

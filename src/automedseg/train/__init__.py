@@ -1,0 +1,1 @@
+"""Training on CPU: prompters (detector, shared-encoder head) and segmenter fine-tuning."""

@@ -1,0 +1,129 @@
+"""An on-disk cache of LiteMedSAM image embeddings, so heads train on CPU in minutes.
+
+One ``.npz`` per plane: ``embedding`` (256, 64, 64) float16, ``target`` (256, 256) uint8
+label plane in the model's padded space (nearest-neighbour resize, padded with 0),
+``valid`` (h, w) of the resized image inside the padding, ``original`` (H, W), ``boxes``
+(N, 5) oracle boxes in original pixels with their label (x0, y0, x1, y1, label). A
+``cache.json`` records the segmenter weights' SHA-256; a cache made with other weights is
+refused. Existing entries are reused, so an interrupted cache build resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from automedseg.errors import InputError
+from automedseg.prompt.oracle import oracle_boxes
+from automedseg.segment.litemedsam import IMAGE_SIZE, LiteMedSAMPredictor, resized_shape
+from automedseg.train.data import Plane
+from automedseg.types import Boxes
+
+
+@dataclass
+class CachedPlane:
+    path: Path
+    case_id: str
+    labels_present: set[int]
+
+
+def plane_key(plane: Plane) -> str:
+    safe = re.sub(r"[^\w.-]", "_", plane.case_id)
+    return safe if plane.index is None else f"{safe}__{plane.index:04d}"
+
+
+def padded_target(labels: np.ndarray) -> np.ndarray:
+    """(H, W) labels → (256, 256) uint8 in LiteMedSAM's padded space."""
+    new_h, new_w = resized_shape(labels.shape)
+    tensor = torch.from_numpy(labels.astype(np.float32))[None, None]
+    resized = F.interpolate(tensor, size=(new_h, new_w), mode="nearest")[0, 0]
+    out = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    out[:new_h, :new_w] = resized.numpy().astype(np.uint8)
+    return out
+
+
+def open_cache(cache_dir: Path, weights_sha256: str) -> None:
+    """Create the cache folder, or check that an existing one was made with these weights."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    meta = cache_dir / "cache.json"
+    if meta.is_file():
+        recorded = json.loads(meta.read_text()).get("segmenter_sha256")
+        if recorded != weights_sha256:
+            raise InputError(
+                "this embedding cache was made with other segmenter weights; "
+                "delete it or choose another --cache folder",
+                cache_dir,
+            )
+    else:
+        meta.write_text(json.dumps({"segmenter_sha256": weights_sha256}, indent=2) + "\n")
+
+
+def cache_planes(
+    planes, predictor: LiteMedSAMPredictor, cache_dir: Path, total: int | None = None,
+    progress: bool = True,
+) -> list[CachedPlane]:  # fmt: skip
+    """Embed each plane once (skipping those already cached); returns the cache entries."""
+    entries = []
+    iterator = planes
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(planes, total=total, desc="embed", unit="plane", file=sys.stderr)
+    for plane in iterator:
+        path = cache_dir / f"{plane_key(plane)}.npz"
+        present = {int(v) for v in np.unique(plane.labels) if v != 0}
+        if not path.is_file():
+            predictor.set_image(plane.image)
+            embedding = predictor.embedding[0].numpy().astype(np.float16)
+            _save_npz(
+                path,
+                embedding=embedding,
+                target=padded_target(plane.labels),
+                valid=np.asarray(resized_shape(plane.labels.shape)),
+                original=np.asarray(plane.labels.shape),
+                boxes=_oracle_rows(plane.labels),
+            )
+        entries.append(CachedPlane(path, plane.case_id, present))
+    return entries
+
+
+def load_entry(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]:
+    """(embedding float32 (256, 64, 64), target (256, 256), valid (h, w), original (H, W))."""
+    with np.load(path) as data:
+        return (
+            data["embedding"].astype(np.float32),
+            data["target"],
+            tuple(int(v) for v in data["valid"]),
+            tuple(int(v) for v in data["original"]),
+        )
+
+
+def load_truth(path: Path) -> tuple[tuple[int, int], Boxes]:
+    """(original (H, W), oracle boxes in original pixels) of a cached plane."""
+    with np.load(path) as data:
+        rows = data["boxes"].reshape(-1, 5)
+        return tuple(int(v) for v in data["original"]), Boxes(rows[:, :4], rows[:, 4], 1.0)
+
+
+def _oracle_rows(labels: np.ndarray) -> np.ndarray:
+    boxes = oracle_boxes(labels)
+    return np.concatenate([boxes.xyxy, boxes.labels[:, None].astype(np.float32)], axis=1)
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)

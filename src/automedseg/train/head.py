@@ -1,0 +1,253 @@
+"""Training the shared-encoder prompter head on cached LiteMedSAM embeddings.
+
+Reads top to bottom: split → cache embeddings → train epochs (checkpoint each) → choose the
+box score threshold on validation → save safetensors + card.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from automedseg import io
+from automedseg.checkpoints import save_checkpoint
+from automedseg.errors import InputError
+from automedseg.evaluate.datasets import find_cases
+from automedseg.evaluate.metrics import detection_scores, match_detections
+from automedseg.prompt.head import EmbeddingHead, boxes_from_probabilities
+from automedseg.train.data import iter_planes, split_cases
+from automedseg.train.embeddings import (
+    CachedPlane,
+    cache_planes,
+    load_entry,
+    load_truth,
+    open_cache,
+)
+
+THRESHOLDS = np.round(np.arange(0.3, 0.96, 0.05), 2)
+
+
+@dataclass
+class TrainLog:
+    path: Path
+
+    def __call__(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with self.path.open("a") as handle:
+            handle.write(f"{stamp} {message}\n")
+        print(message, file=sys.stderr)
+
+
+def batches(entries: list[CachedPlane], size: int, rng: np.random.Generator | None):
+    """(embeddings, targets, valid masks) tensors; shuffled when ``rng`` is given."""
+    order = rng.permutation(len(entries)) if rng is not None else np.arange(len(entries))
+    for start in range(0, len(order), size):
+        chosen = [load_entry(entries[i].path) for i in order[start : start + size]]
+        embeddings = torch.from_numpy(np.stack([c[0] for c in chosen]))
+        targets = torch.from_numpy(np.stack([c[1] for c in chosen]).astype(np.int64))
+        valid = torch.zeros(len(chosen), 1, 256, 256)
+        for i, (_, _, (h, w), _) in enumerate(chosen):
+            valid[i, :, :h, :w] = 1.0
+        yield embeddings, targets, valid
+
+
+def head_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, labels: list[int]):
+    """BCE + soft Dice per class at the head's 128×128 resolution, inside the valid region."""
+    size = logits.shape[-2:]
+    truth = torch.stack([(targets == v).float() for v in labels], dim=1)
+    truth = F.interpolate(truth, size=size, mode="nearest")
+    weight = F.interpolate(valid, size=size, mode="nearest")
+    bce = F.binary_cross_entropy_with_logits(logits, truth, weight=weight.expand_as(truth))
+    prob = torch.sigmoid(logits) * weight
+    inter = (prob * truth).sum(dim=(2, 3))
+    dice = 1 - (2 * inter + 1) / (prob.sum(dim=(2, 3)) + truth.sum(dim=(2, 3)) + 1)
+    return bce + dice.mean()
+
+
+def learning_rate_at(epoch: int, epochs: int, peak: float, warmup: int = 2) -> float:
+    """Linear warm-up for ``warmup`` epochs, then cosine decay to 1% of ``peak``."""
+    if epoch <= warmup:
+        return peak * epoch / (warmup + 1)
+    progress = (epoch - warmup) / max(epochs - warmup, 1)
+    return peak * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0))))
+
+
+def train_one_epoch(head, optimizer, entries, labels, batch_size, rng) -> float:
+    head.train()
+    total, count = 0.0, 0
+    for embeddings, targets, valid in batches(entries, batch_size, rng):
+        embeddings = F.dropout2d(embeddings, p=0.1)  # feature dropout: regularises on few images
+        loss = head_loss(head(embeddings), targets, valid, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(embeddings)
+        count += len(embeddings)
+    return total / max(count, 1)
+
+
+@torch.inference_mode()
+def validate(head, entries, labels, batch_size) -> tuple[float, list[np.ndarray]]:
+    """(validation loss, per-plane (K, 256, 256) probabilities)."""
+    head.eval()
+    total, probabilities = 0.0, []
+    for embeddings, targets, valid in batches(entries, batch_size, None):
+        logits = head(embeddings)
+        total += float(head_loss(logits, targets, valid, labels)) * len(embeddings)
+        up = torch.sigmoid(F.interpolate(logits, size=(256, 256), mode="bilinear"))
+        probabilities.extend(up.numpy())
+    return total / max(len(entries), 1), probabilities
+
+
+def choose_threshold(entries, probabilities, labels, min_area_fraction) -> tuple[float, dict]:
+    """The box score threshold with the best detection F1 (IoU ≥ 0.5) on validation."""
+    truths = [load_truth(entry.path) for entry in entries]
+    best: tuple[float, float, dict] = (-1.0, 0.5, {})
+    for threshold in THRESHOLDS:
+        tp = fp = fn = 0
+        for prob, (original, truth) in zip(probabilities, truths, strict=True):
+            found = boxes_from_probabilities(
+                prob, original, labels, 0.5, float(threshold), min_area_fraction
+            )
+            for label in labels:
+                mine, theirs = found.labels == label, truth.labels == label
+                a, b, c = match_detections(
+                    found.xyxy[mine], found.scores[mine], truth.xyxy[theirs], 0.5
+                )
+                tp, fp, fn = tp + a, fp + b, fn + c
+        scores = detection_scores(tp, fp, fn)
+        scores["fp_per_image"] = fp / max(len(entries), 1)
+        if scores["f1"] > best[0]:
+            best = (scores["f1"], float(threshold), scores)
+    return best[1], best[2]
+
+
+def train_head(
+    data: str | Path,
+    out: str | Path,
+    *,
+    val_fraction: float = 0.2,
+    epochs: int = 30,
+    batch_size: int = 16,
+    learning_rate: float = 1e-3,
+    cache: str | Path | None = None,
+    resume: bool = False,
+    channel: int = 0,
+    empty_fraction: float = 0.1,
+    task: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    predictor=None,
+) -> Path:
+    """Train a head prompter on a data set; returns the path of its card (JSON).
+
+    ``predictor`` is the LiteMedSAMPredictor whose embeddings the head reads (default: the
+    packaged weights). Embeddings are cached in ``cache`` (default ``out/cache``); with
+    ``resume`` training continues from ``out/last.pt``.
+    """
+    from automedseg.segment.litemedsam import (
+        PACKAGED_WEIGHTS_SHA256,
+        LiteMedSAMPredictor,
+        load_litemedsam,
+    )
+
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = TrainLog(out / "train.log")
+    dataset = find_cases(data)
+    usable = [c.case_id for c in dataset.cases if not c.problem]
+    train_ids, val_ids = split_cases(usable, val_fraction, seed)
+    io.write_text(out / "train_cases.txt", "\n".join(train_ids) + "\n")
+    io.write_text(out / "val_cases.txt", "\n".join(val_ids) + "\n")
+    cache_dir = Path(cache) if cache else out / "cache"
+    open_cache(cache_dir, PACKAGED_WEIGHTS_SHA256)
+    predictor = predictor or LiteMedSAMPredictor(load_litemedsam())
+    log(f"caching embeddings of {len(train_ids)} train + {len(val_ids)} val cases in {cache_dir}")
+    train = cache_planes(
+        iter_planes(dataset, train_ids, channel, empty_fraction, seed), predictor, cache_dir,
+        progress=progress,
+    )  # fmt: skip
+    val = cache_planes(
+        iter_planes(dataset, val_ids, channel, empty_fraction, seed + 1), predictor, cache_dir,
+        progress=progress,
+    )  # fmt: skip
+    labels = sorted(set().union(*(e.labels_present for e in train)))
+    if not labels:
+        raise InputError("no foreground in any training mask: nothing to learn", data)
+    missing = set(labels) - set().union(*(e.labels_present for e in val))
+    if missing:
+        raise InputError(
+            f"label(s) {sorted(missing)} never appear in the validation cases; "
+            "use a larger --val-split or another --seed",
+            data,
+        )
+    head = EmbeddingHead(num_classes=len(labels))
+    optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=1e-4)
+    first_epoch, best_loss, best_state = 1, float("inf"), None
+    last = out / "last.pt"
+    if resume and last.is_file():
+        saved = torch.load(last, map_location="cpu", weights_only=True)
+        head.load_state_dict(saved["head"])
+        optimizer.load_state_dict(saved["optimizer"])
+        first_epoch, best_loss, best_state = saved["epoch"] + 1, saved["best_loss"], saved["best"]
+        log(f"resumed after epoch {saved['epoch']}")
+    rng = np.random.default_rng(seed + first_epoch)
+    for epoch in range(first_epoch, epochs + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(epoch, epochs, learning_rate)
+        loss = train_one_epoch(head, optimizer, train, labels, batch_size, rng)
+        val_loss, _ = validate(head, val, labels, batch_size)
+        if val_loss < best_loss:
+            best_loss = val_loss
+            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+        torch.save(
+            {"head": head.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+             "best_loss": best_loss, "best": best_state},
+            last,
+        )  # fmt: skip
+        log(f"epoch {epoch}/{epochs} train loss {loss:.4f} val loss {val_loss:.4f} "
+            f"({time.perf_counter() - started:.0f} s)")  # fmt: skip
+    head.load_state_dict(best_state)
+    min_area = 0.0005
+    _, probabilities = validate(head, val, labels, batch_size)
+    threshold, scores = choose_threshold(val, probabilities, labels, min_area)
+    log(f"score threshold {threshold}: {scores}")
+    names = dataset.label_names
+    card = {
+        "kind": "head",
+        "task": task,
+        "architecture": head.architecture(),
+        "labels": {str(v): names.get(v, f"label{v}") for v in labels},
+        "score_threshold": threshold,
+        "pixel_threshold": 0.5,
+        "min_area_fraction": min_area,
+        "segmenter": {"name": "LiteMedSAM", "sha256": PACKAGED_WEIGHTS_SHA256},
+        "preprocessing": "segment.intensity.to_unit_range, LiteMedSAM 256 longest side + pad",
+        "training": {
+            "data": str(Path(data).resolve()),
+            "layout": dataset.layout,
+            "train_cases": len(train_ids),
+            "val_cases": len(val_ids),
+            "train_planes": len(train),
+            "val_planes": len(val),
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "seconds": round(time.perf_counter() - started, 1),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "val_metrics": {"loss": round(best_loss, 4), **{k: round(v, 4) for k, v in scores.items()}},
+    }
+    half = {k: v.half() if v.is_floating_point() else v for k, v in best_state.items()}
+    card_path = save_checkpoint(out / "head.safetensors", half, card)
+    log(f"saved {card_path}")
+    return card_path

@@ -1,0 +1,139 @@
+"""The shared-encoder head prompter: box mapping, training on a tiny data set, its card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from automedseg import io
+from automedseg.errors import InputError, WeightsError
+from automedseg.prompt import load_prompter
+from automedseg.prompt.head import EmbeddingHead, HeadPrompter, boxes_from_probabilities
+
+
+def test_component_boxes_map_back_to_original_pixels():
+    # A 100 x 50 (H x W) image is resized to 256 x 128 (scale 2.56) and padded on the right.
+    prob = np.zeros((1, 256, 256), np.float32)
+    prob[0, 64:128, 32:64] = 0.9  # rows 64..127, cols 32..63 in model space
+    prob[0, 10:20, 200:220] = 0.9  # in the padding: ignored
+    boxes = boxes_from_probabilities(prob, (100, 50), [3])
+    assert boxes.labels.tolist() == [3]
+    assert boxes.scores.tolist() == pytest.approx([0.9])
+    # 32 / 2.56 = 12.5 → 12; 64 / 2.56 = 25 → last column 24; rows 25 .. 49.
+    assert boxes.xyxy.tolist() == [[12, 25, 24, 49]]
+
+
+def test_score_and_area_thresholds_drop_weak_and_tiny_components():
+    prob = np.zeros((1, 256, 256), np.float32)
+    prob[0, 10:60, 10:60] = 0.7
+    prob[0, 100:102, 100:102] = 0.99  # 4 pixels
+    prob[0, 150:200, 150:200] = 0.55
+    boxes = boxes_from_probabilities(prob, (256, 256), [1], 0.5, 0.6, min_area_fraction=0.001)
+    assert len(boxes) == 1 and boxes.scores[0] == pytest.approx(0.7)
+
+
+def test_head_prompter_needs_the_embedding():
+    prompter = HeadPrompter(EmbeddingHead(1).eval(), {1: "polyp"})
+    embedding = torch.zeros(1, 256, 64, 64)
+    boxes = prompter.find(np.zeros((40, 60), np.float32), embedding)
+    assert boxes.xyxy.shape[1] == 4
+    with pytest.raises(ValueError, match="embedding"):
+        prompter.find(np.zeros((40, 60), np.float32))
+
+
+def write_disks(root, n=8, labels=(1,), empty_val=False):
+    """n 64x64 gray images, each with a bright disk labelled by turns with ``labels``."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    for i in range(n):
+        cy, cx, r = rng.integers(18, 46), rng.integers(18, 46), rng.integers(7, 14)
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+        image = np.where(disk, 200, 60).astype(np.uint8) + rng.integers(0, 20, (64, 64), np.uint8)
+        mask = disk.astype(np.uint8) * labels[i % len(labels)]
+        io.write_label_png(root / "images" / f"c{i:02d}.png", image)
+        io.write_label_png(root / "masks" / f"c{i:02d}.png", mask)
+
+
+class ImageAsEmbedding:
+    """A stand-in encoder: the 256x256 padded model input pooled to 64x64, on 256 channels.
+
+    Cheap and deterministic, and it keeps where things are, so a head can learn from it."""
+
+    def set_image(self, image):
+        from automedseg.segment.litemedsam import preprocess
+
+        tensor, _ = preprocess(image)
+        pooled = torch.nn.functional.avg_pool2d(tensor[:, :1], 4)
+        self.embedding = pooled.repeat(1, 256, 1, 1)
+
+
+@pytest.fixture()
+def predictor():
+    return ImageAsEmbedding()
+
+
+def test_train_head_writes_a_card_that_loads_and_resumes(tmp_path, predictor):
+    from automedseg.train.head import train_head
+
+    write_disks(tmp_path / "data")
+    out = tmp_path / "head"
+    card = train_head(tmp_path / "data", out, epochs=2, batch_size=4, val_fraction=0.25,
+                      progress=False, predictor=predictor)  # fmt: skip
+    info = json.loads(card.read_text())
+    assert info["kind"] == "head" and info["labels"] == {"1": "label1"}
+    assert info["training"]["train_cases"] == 6 and info["training"]["val_cases"] == 2
+    assert (out / "val_cases.txt").read_text().split() == info_val_ids(out)
+    prompter = load_prompter(card=card)
+    assert isinstance(prompter, HeadPrompter) and prompter.labels == {1: "label1"}
+    train_head(tmp_path / "data", out, epochs=3, batch_size=4, val_fraction=0.25,
+               resume=True, progress=False, predictor=predictor)  # fmt: skip
+    log = (out / "train.log").read_text()
+    assert "resumed after epoch 2" in log and "epoch 3/3" in log
+    assert "epoch 1/3" not in log
+
+
+def info_val_ids(out):
+    return sorted((out / "val_cases.txt").read_text().split())
+
+
+def test_no_foreground_anywhere_is_refused(tmp_path, predictor):
+    from automedseg.train.head import train_head
+
+    write_disks(tmp_path / "data", n=4, labels=(0,))
+    with pytest.raises(InputError, match="no foreground"):
+        train_head(tmp_path / "data", tmp_path / "o", epochs=1, progress=False,
+                   predictor=predictor)  # fmt: skip
+
+
+def test_a_class_missing_from_validation_is_refused(tmp_path, predictor):
+    from automedseg.train.head import train_head
+
+    write_disks(tmp_path / "data", n=4, labels=(1, 1, 1, 2))  # c03 holds the only label 2
+    with pytest.raises(InputError, match=r"label\(s\) \[\d\] never appear in the validation"):
+        train_head(tmp_path / "data", tmp_path / "o", epochs=1, val_fraction=0.25,
+                   progress=False, predictor=predictor)  # fmt: skip
+
+
+def test_cards_of_another_class_count_or_damaged_weights_are_refused(tmp_path):
+    from automedseg.checkpoints import save_checkpoint
+    from automedseg.prompt.head import load_head_prompter
+
+    head = EmbeddingHead(num_classes=2)
+    card = {"kind": "head", "architecture": head.architecture(), "labels": {"1": "a"},
+            "score_threshold": 0.5}  # fmt: skip
+    path = save_checkpoint(tmp_path / "h.safetensors", head.state_dict(), card)
+    with pytest.raises(WeightsError, match="2"):
+        load_head_prompter(path)
+    info = json.loads(path.read_text())
+    info["architecture"]["num_classes"] = 3
+    path.write_text(json.dumps(info))
+    with pytest.raises(WeightsError, match="do not fit"):
+        load_head_prompter(path)
+    (tmp_path / "h.safetensors").write_bytes(b"garbage")
+    with pytest.raises(WeightsError, match="SHA-256 mismatch"):
+        load_head_prompter(path)
