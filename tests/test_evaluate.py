@@ -130,3 +130,15 @@ def test_evaluate_scores_good_cases_and_reports_bad_ones(tmp_path, litemedsam, m
     assert rows["cju17z0qongpa0993de4boim4"]["error"] == ""
     assert (tmp_path / "out" / "report.md").read_text().count("| oracle |") >= 2
     assert (tmp_path / "out" / "dice.png").is_file()
+
+
+def test_merge_labels_turns_every_label_into_one_foreground(tmp_path):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    labels = np.array([[[0, 1], [2, 4]]], np.uint8)
+    io.write_nifti(tmp_path / "imagesTr" / "c_0000.nii.gz", labels + 10, Geometry())
+    io.write_nifti(tmp_path / "labelsTr" / "c.nii.gz", labels, Geometry())
+    case = find_cases(tmp_path).cases[0]
+    _, kept = load_case(case, layout="nnunet")
+    _, merged = load_case(case, layout="nnunet", merge_labels=True)
+    assert kept.tolist() == [[[0, 1], [2, 4]]] and merged.tolist() == [[[0, 1], [1, 1]]]

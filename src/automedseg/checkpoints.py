@@ -42,6 +42,7 @@ def save_checkpoint(weights_path: str | Path, state: dict, card: dict[str, Any])
     os.close(handle)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, temp)
+        os.chmod(temp, 0o644)  # mkstemp makes it private; weights are shared files
         os.replace(temp, weights_path)
     finally:
         Path(temp).unlink(missing_ok=True)

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--weights", help="LiteMedSAM state_dict (default: the packaged weights)")
     ev.add_argument("--task", help="prompter of a shipped task for --prompts auto/both")
     ev.add_argument("--prompter", help="trained prompter card (.json) for --prompts auto/both")
+    ev.add_argument(
+        "--merge-labels",
+        action="store_true",
+        help="score every non-zero label as one foreground (e.g. whole tumour)",
+    )
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     commands.add_parser("tasks", help="list the shipped tasks and their prompters")
@@ -129,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tp.add_argument("--task", help="task name recorded in the card")
     tp.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    tp.add_argument(
+        "--merge-labels",
+        action="store_true",
+        help="train on every non-zero label as one class (e.g. whole tumour)",
+    )
     tp.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
@@ -193,6 +203,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         weights=args.weights,
         task=args.task,
         prompter=args.prompter,
+        merge_labels=args.merge_labels,
         progress=not args.no_progress,
     )
     for mode, m in summary["modes"].items():
@@ -226,7 +237,7 @@ def _train_prompter(args: argparse.Namespace) -> int:
         card = train_head(
             args.data, args.out, val_fraction=args.val_fraction, epochs=args.epochs or 30,
             cache=args.cache, resume=args.resume, channel=args.channel, task=args.task,
-            seed=args.seed, progress=progress,
+            seed=args.seed, merge_labels=args.merge_labels, progress=progress,
         )  # fmt: skip
     else:
         from automedseg.train.yolonas import train_yolonas

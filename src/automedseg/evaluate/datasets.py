@@ -172,11 +172,19 @@ def _dataset_json(root: Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def load_case(case: Case, channel: int = 0, layout: str = "2d") -> tuple[Image, np.ndarray]:
+def load_case(
+    case: Case, channel: int = 0, layout: str = "2d", merge_labels: bool = False
+) -> tuple[Image, np.ndarray]:
     """The case's image (one channel) and its ground-truth label map, shapes checked.
 
     A sequence (frames/<seq>/) becomes a stack of frames along axis 0, evaluated frame by frame.
+    ``merge_labels`` turns every non-zero label into 1 (e.g. BraTS labels 1-4 → whole tumour).
     """
+    image, truth = _load(case, channel, layout)
+    return image, (truth > 0).astype(np.uint8) if merge_labels else truth
+
+
+def _load(case: Case, channel: int, layout: str) -> tuple[Image, np.ndarray]:
     if case.problem:
         raise InputError(case.problem, case.images[0] if case.images else case.labels[0])
     if layout == "sequences":

@@ -126,12 +126,14 @@ def evaluate(
     weights: str | Path | None = None,
     task: str | None = None,
     prompter: str | Path | None = None,
+    merge_labels: bool = False,
     progress: bool = True,
 ) -> dict:
     """Evaluate LiteMedSAM on a data set; write per_case.csv, summary.json, report.md, plots.
 
     ``prompts`` is "oracle" (boxes from the ground truth), "auto" (boxes from the prompter
-    of ``task`` or of the ``prompter`` card) or "both". Returns the summary.
+    of ``task`` or of the ``prompter`` card) or "both". ``merge_labels`` scores every non-zero
+    label as one foreground. Returns the summary.
     """
     from automedseg.checkpoints import read_card
     from automedseg.evaluate.report import write_report
@@ -162,7 +164,9 @@ def evaluate(
     models_mb["litemedsam"] = round(weights_path.stat().st_size / 1e6, 2)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    run = Evaluation(predictor, finder, modes, dataset.layout, channel, nsd_tolerance_mm)
+    run = Evaluation(
+        predictor, finder, modes, dataset.layout, channel, nsd_tolerance_mm, merge_labels
+    )
     rows: list[dict] = []
     interrupted = False
     csv_path = out / "per_case.csv"
@@ -187,6 +191,7 @@ def evaluate(
         threads=_torch_threads(),
         segmenter="LiteMedSAM",
         nsd_tolerance_mm=nsd_tolerance_mm,
+        merge_labels=merge_labels,
         models_mb=models_mb,
         prompter=None if finder is None else str(card_path),
         interrupted=interrupted,
@@ -209,6 +214,7 @@ class Evaluation:
     layout: str
     channel: int = 0
     nsd_tolerance_mm: float = 2.0
+    merge_labels: bool = False
     times: dict[str, PlaneTimes] = field(default_factory=dict)
     io_ms: list[float] = field(default_factory=list)
 
@@ -219,7 +225,7 @@ class Evaluation:
         """CSV rows (one per mode and label) for one case, or one error row per mode."""
         t0 = time.perf_counter()
         try:
-            image, truth = load_case(case, self.channel, self.layout)
+            image, truth = load_case(case, self.channel, self.layout, self.merge_labels)
         except AutomedsegError as error:
             return [_error_row(case.case_id, mode, error) for mode in self.modes]
         ms_io = (time.perf_counter() - t0) * 1000

@@ -180,6 +180,14 @@ class LiteMedSAMPredictor:
             raise RuntimeError("call set_image first")
         return self._embedding
 
+    def encoded(self) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """The current image's state (embedding, original size, resized size), to reuse later."""
+        return self.embedding, self._original_size, self._resized_size
+
+    def use(self, encoded: tuple[torch.Tensor, tuple[int, int], tuple[int, int]]) -> None:
+        """Make an earlier ``encoded()`` state current again, without re-encoding."""
+        self._embedding, self._original_size, self._resized_size = encoded
+
     @property
     def scale(self) -> float:
         """Factor from original-image pixels to model-input pixels."""

@@ -49,6 +49,7 @@ def iter_planes(
     channel: int = 0,
     empty_fraction: float = 0.0,
     seed: int = 0,
+    merge_labels: bool = False,
 ) -> Iterator[Plane]:
     """Planes of the given cases (all usable cases when None), skipping unreadable ones.
 
@@ -60,7 +61,7 @@ def iter_planes(
     for case in data.cases:
         if case.problem or (wanted is not None and case.case_id not in wanted):
             continue
-        image, truth = load_case(case, channel, data.layout)
+        image, truth = load_case(case, channel, data.layout, merge_labels)
         unit = to_unit_range(image)
         if image.spatial_dims == 2:
             yield Plane(case.case_id, None, unit, truth)

@@ -142,6 +142,7 @@ def train_head(
     empty_fraction: float = 0.1,
     task: str | None = None,
     seed: int = 0,
+    merge_labels: bool = False,
     progress: bool = True,
     predictor=None,
 ) -> Path:
@@ -171,11 +172,15 @@ def train_head(
     predictor = predictor or LiteMedSAMPredictor(load_litemedsam())
     log(f"caching embeddings of {len(train_ids)} train + {len(val_ids)} val cases in {cache_dir}")
     train = cache_planes(
-        iter_planes(dataset, train_ids, channel, empty_fraction, seed), predictor, cache_dir,
+        iter_planes(dataset, train_ids, channel, empty_fraction, seed, merge_labels),
+        predictor,
+        cache_dir,
         progress=progress,
     )  # fmt: skip
     val = cache_planes(
-        iter_planes(dataset, val_ids, channel, empty_fraction, seed + 1), predictor, cache_dir,
+        iter_planes(dataset, val_ids, channel, empty_fraction, seed + 1, merge_labels),
+        predictor,
+        cache_dir,
         progress=progress,
     )  # fmt: skip
     labels = sorted(set().union(*(e.labels_present for e in train)))
@@ -239,6 +244,8 @@ def train_head(
             "val_planes": len(val),
             "val_fraction": val_fraction,
             "seed": seed,
+            "channel": channel,
+            "merge_labels": merge_labels,
             "epochs": epochs,
             "batch_size": batch_size,
             "learning_rate": learning_rate,
@@ -248,6 +255,6 @@ def train_head(
         "val_metrics": {"loss": round(best_loss, 4), **{k: round(v, 4) for k, v in scores.items()}},
     }
     half = {k: v.half() if v.is_floating_point() else v for k, v in best_state.items()}
-    card_path = save_checkpoint(out / "head.safetensors", half, card)
+    card_path = save_checkpoint(out / "prompter.safetensors", half, card)
     log(f"saved {card_path}")
     return card_path

@@ -1,0 +1,96 @@
+"""Propagation along axis 0: seeding, following, stopping and re-seeding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from automedseg.propagate import Propagation, grow, mask_box
+from automedseg.types import Boxes
+
+
+class ThresholdSegmenter:
+    """A stand-in segmenter: inside the box, the pixels brighter than 0.5."""
+
+    def __init__(self):
+        self.encodes = 0
+
+    def set_image(self, image):
+        self.image, self.encodes = image, self.encodes + 1
+
+    def encoded(self):
+        return self.image
+
+    def use(self, state):
+        self.image = state
+
+    def predict(self, boxes):
+        masks = np.zeros((len(boxes), *self.image.shape[:2]), bool)
+        for mask, (x0, y0, x1, y1) in zip(masks, np.asarray(boxes).astype(int), strict=True):
+            mask[y0 : y1 + 1, x0 : x1 + 1] = self.image[y0 : y1 + 1, x0 : x1 + 1] > 0.5
+        return masks
+
+
+class OnePlaneFinder:
+    """A stand-in prompter that sees objects only on the planes it is told."""
+
+    uses_embedding = False
+    labels = {1: "thing"}
+    score_threshold = 0.5
+
+    def __init__(self, boxes_by_plane):
+        self.boxes_by_plane = boxes_by_plane
+        self.plane = -1
+
+    def find(self, image, embedding=None):
+        self.plane += 1
+        rows = self.boxes_by_plane.get(self.plane, [])
+        if not rows:
+            return Boxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0))
+        return Boxes(np.array([r[:4] for r in rows]), [r[4] for r in rows], [r[5] for r in rows])
+
+
+def moving_disk(depth=12, size=32):
+    volume = np.zeros((depth, size, size), np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    for z in range(2, depth - 2):
+        volume[z][(yy - 10 - z) ** 2 + (xx - 12) ** 2 <= 16] = 1.0
+    return volume
+
+
+def test_one_seed_follows_the_object_both_ways_and_stops_where_it_ends():
+    volume = moving_disk()
+    finder = OnePlaneFinder({6: [(8, 12, 16, 20, 1, 0.9)]})
+    segmenter = ThresholdSegmenter()
+    labels, objects = Propagation(finder, segmenter).run(volume)
+    np.testing.assert_array_equal(labels > 0, volume > 0.5)
+    assert len(objects) == 1 and sorted(objects[0].masks) == list(range(2, 10))
+    assert segmenter.encodes == 10  # slices 2..9 plus 1 and 10 where it vanished; once each
+
+
+def test_an_object_that_disappears_and_reappears_is_reseeded():
+    volume = moving_disk()
+    volume[5:7] = 0.0  # gone on slices 5 and 6
+    finder = OnePlaneFinder({3: [(8, 9, 16, 17, 1, 0.9)], 9: [(8, 15, 16, 23, 1, 0.7)]})
+    segmenter = ThresholdSegmenter()
+    labels, objects = Propagation(finder, segmenter).run(volume)
+    np.testing.assert_array_equal(labels > 0, volume > 0.5)
+    assert [o.seed_plane for o in objects] == [3, 9]
+    assert segmenter.encodes == 10  # 1..5 for the first object, 6..10 for the second
+
+
+def test_weak_boxes_do_not_seed_and_covered_boxes_do_not_duplicate():
+    volume = moving_disk()
+    finder = OnePlaneFinder(
+        {6: [(8, 12, 16, 20, 1, 0.9)], 7: [(8, 13, 16, 21, 1, 0.8)], 0: [(0, 0, 5, 5, 1, 0.2)]}
+    )
+    _, objects = Propagation(finder, ThresholdSegmenter()).run(volume)
+    assert len(objects) == 1
+
+
+def test_box_helpers():
+    mask = np.zeros((10, 10), bool)
+    mask[2:5, 3:8] = True
+    assert mask_box(mask).tolist() == [3, 2, 7, 4]
+    assert grow(np.array([3, 2, 7, 4.0]), 0.2, (10, 10)).tolist() == pytest.approx([2, 1, 8, 5])
+    assert grow(np.array([0, 0, 9, 9.0]), 0.5, (10, 10)).tolist() == [0, 0, 9, 9]
