@@ -142,3 +142,22 @@ def test_merge_labels_turns_every_label_into_one_foreground(tmp_path):
     _, kept = load_case(case, layout="nnunet")
     _, merged = load_case(case, layout="nnunet", merge_labels=True)
     assert kept.tolist() == [[[0, 1], [2, 4]]] and merged.tolist() == [[[0, 1], [1, 1]]]
+
+
+def test_automatic_volume_is_propagated_and_scored_per_plane():
+    from automedseg.evaluate.runner import PlaneTimes, predict_case
+    from automedseg.types import Image
+    from test_propagate import OnePlaneFinder, ThresholdSegmenter, moving_disk
+
+    volume = moving_disk()
+    truth = (volume > 0.5).astype(np.uint8)
+    times = PlaneTimes()
+    finder = OnePlaneFinder({6: [(8, 12, 16, 20, 1, 0.9)]})
+    found = predict_case(Image(volume, 3), truth, finder, ThresholdSegmenter(), times, True)
+    np.testing.assert_array_equal(found.labels, truth)
+    assert found.detection == (8, 0, 0)  # the disk found on each of its 8 slices
+    assert len(times.encoder) == len(volume)
+    finder = OnePlaneFinder({6: [(8, 12, 16, 20, 1, 0.9)]})
+    alone = predict_case(Image(volume, 3), truth, finder, ThresholdSegmenter(), times, False)
+    assert alone.labels.sum() == truth[6].sum()  # without propagation only slice 6 is found
+    assert alone.detection == (1, 0, 7)

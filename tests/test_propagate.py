@@ -94,3 +94,22 @@ def test_box_helpers():
     assert mask_box(mask).tolist() == [3, 2, 7, 4]
     assert grow(np.array([3, 2, 7, 4.0]), 0.2, (10, 10)).tolist() == pytest.approx([2, 1, 8, 5])
     assert grow(np.array([0, 0, 9, 9.0]), 0.5, (10, 10)).tolist() == [0, 0, 9, 9]
+
+
+def test_litemedsam_recovers_a_moving_sphere_from_one_seeded_slice(litemedsam):
+    from automedseg.segment.litemedsam import LiteMedSAMPredictor
+
+    depth, size = 14, 64
+    zz, yy, xx = np.mgrid[:depth, :size, :size]
+    sphere = (zz - 7) ** 2 * 4 + (yy - 24 - zz) ** 2 + (xx - 30 - zz) ** 2 <= 14**2
+    rng = np.random.default_rng(0)
+    volume = np.where(sphere, 0.75, 0.25) + rng.normal(0, 0.03, sphere.shape)
+    volume = volume.astype(np.float32)
+    ys, xs = np.nonzero(sphere[7])
+    seed = (xs.min(), ys.min(), xs.max(), ys.max(), 1, 0.9)
+    labels, objects = Propagation(OnePlaneFinder({7: [seed]}), LiteMedSAMPredictor(litemedsam)).run(
+        volume
+    )
+    found = labels > 0
+    dice = 2 * (found & sphere).sum() / (found.sum() + sphere.sum())
+    assert len(objects) == 1 and dice >= 0.9

@@ -45,6 +45,7 @@ def segment_files(
     modality: str | None = None,
     window: tuple[float, float] | None = None,
     weights: str | Path | None = None,
+    propagate: bool = True,
     progress: bool = True,
     on_error: Callable[[AutomedsegError], None] | None = None,
 ) -> list[CaseOutcome]:
@@ -52,7 +53,8 @@ def segment_files(
 
     Prompts come from ``boxes`` (XYXY inclusive pixels, on slice ``slice_index`` of a volume,
     default the middle one), or automatically from a shipped ``task``'s prompter or a trained
-    ``prompter`` card (every slice of a volume is prompted). A bad input is reported
+    ``prompter`` card (a volume's objects are propagated slice to slice, or with
+    ``propagate=False`` every slice is prompted on its own). A bad input is reported
     (``on_error``) and skipped; nothing half-written is left for it.
     """
     if modality is not None and modality not in MODALITIES:
@@ -87,7 +89,7 @@ def segment_files(
             if z is None and boxes and image.spatial_dims == 3:
                 z = image.shape[0] // 2  # a user's boxes are drawn on one slice
             try:
-                result = segment_image(image, finder, predictor, z)
+                result = segment_image(image, finder, predictor, z, propagate)
             except AutomedsegError as error:
                 if error.path is None:  # name the file the problem belongs to
                     raise type(error)(str(error), path) from None

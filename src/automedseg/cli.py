@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="intensity window, e.g. 40 400 for CT soft tissue",
     )
     seg.add_argument("--weights", help="LiteMedSAM state_dict (default: the packaged weights)")
+    seg.add_argument(
+        "--no-propagation",
+        action="store_true",
+        help="prompt every slice of a volume on its own instead of propagating",
+    )
     seg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     ev = commands.add_parser(
@@ -91,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--weights", help="LiteMedSAM state_dict (default: the packaged weights)")
     ev.add_argument("--task", help="prompter of a shipped task for --prompts auto/both")
     ev.add_argument("--prompter", help="trained prompter card (.json) for --prompts auto/both")
+    ev.add_argument(
+        "--no-propagation",
+        action="store_true",
+        help="automatic mode on volumes/sequences: prompt each slice on its own",
+    )
     ev.add_argument(
         "--merge-labels",
         action="store_true",
@@ -179,6 +189,7 @@ def _segment(args: argparse.Namespace) -> int:
         modality=args.modality,
         window=None if args.window is None else tuple(args.window),
         weights=args.weights,
+        propagate=not args.no_propagation,
         progress=not args.no_progress,
         on_error=report,
     )
@@ -204,6 +215,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         task=args.task,
         prompter=args.prompter,
         merge_labels=args.merge_labels,
+        propagate=not args.no_propagation,
         progress=not args.no_progress,
     )
     for mode, m in summary["modes"].items():

@@ -99,9 +99,11 @@ def segment_image(
     prompter: Prompter,
     segmenter: BoxSegmenter,
     slice_index: int | None = None,
+    propagate: bool = True,
 ) -> Result:
-    """Segment a 2D image, or a volume: one slice (axis 0) when ``slice_index`` is given,
-    else every slice independently (each prompted on its own)."""
+    """Segment a 2D image, or a volume along axis 0: only slice ``slice_index`` when given;
+    else, with ``propagate``, objects seeded by the prompter's best boxes and propagated slice
+    to slice (see ``propagate``), or, without, every slice prompted on its own."""
     unit = to_unit_range(image)
     if image.spatial_dims == 2:
         seg = segment_plane(unit, prompter, segmenter)
@@ -111,6 +113,12 @@ def segment_image(
         raise PromptError(
             f"slice {slice_index} is outside the volume's {depth} slices (0..{depth - 1})"
         )
+    if slice_index is None and propagate:
+        from automedseg.propagate import Propagation, boxes_of
+
+        label_map, objects = Propagation(prompter, segmenter).run(unit)
+        boxes, seed_slices = boxes_of(objects)
+        return Result(label_map, boxes, box_slices=seed_slices)
     label_map = np.zeros(image.shape, dtype=np.uint16)
     found = []
     for z in range(depth) if slice_index is None else [slice_index]:

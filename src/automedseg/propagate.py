@@ -13,6 +13,7 @@ states are kept for the whole volume (about 4 MB per plane for LiteMedSAM).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +51,8 @@ class Propagation:
     min_keep: float = 0.1
     covered_iou: float = 0.3
     """A box overlapping an object's box on its plane by this IoU is already explained."""
+    times: dict[str, float] = field(default_factory=dict)
+    """Seconds spent per stage ("prompter", "encoder", "decoder"), summed over runs."""
 
     def run(self, planes: np.ndarray) -> tuple[np.ndarray, list[TrackedObject]]:
         """(label map (Z, H, W), objects) for planes in [0, 1] stacked along axis 0."""
@@ -81,9 +84,12 @@ class Propagation:
         for z, plane in enumerate(self._planes):
             if uses_embedding:
                 self._encode(z)
+                start = time.perf_counter()
                 boxes = self.prompter.find(plane, self.segmenter.embedding)
             else:
+                start = time.perf_counter()
                 boxes = self.prompter.find(plane)
+            self._add("prompter", start)
             found += [
                 (z, xyxy, int(label), float(score))
                 for xyxy, label, score in zip(boxes.xyxy, boxes.labels, boxes.scores, strict=True)
@@ -116,14 +122,22 @@ class Propagation:
         if z in self._states:
             self.segmenter.use(self._states[z])
         else:
+            start = time.perf_counter()
             self.segmenter.set_image(self._planes[z])
+            self._add("encoder", start)
             if hasattr(self.segmenter, "encoded"):
                 self._states[z] = self.segmenter.encoded()
         self._encoded = z
 
     def _segment(self, z: int, box: np.ndarray) -> np.ndarray:
         self._encode(z)
-        return self.segmenter.predict(np.asarray(box, np.float32)[None])[0]
+        start = time.perf_counter()
+        mask = self.segmenter.predict(np.asarray(box, np.float32)[None])[0]
+        self._add("decoder", start)
+        return mask
+
+    def _add(self, stage: str, start: float) -> None:
+        self.times[stage] = self.times.get(stage, 0.0) + time.perf_counter() - start
 
     def _label_map(self, objects: list[TrackedObject]) -> np.ndarray:
         out = np.zeros(self._planes.shape[:3], dtype=np.uint16)

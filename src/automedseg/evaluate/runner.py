@@ -60,13 +60,21 @@ class Prediction:
 
 
 def predict_case(
-    image: Image, truth: np.ndarray, prompter: Prompter | None, predictor, times: PlaneTimes
+    image: Image,
+    truth: np.ndarray,
+    prompter: Prompter | None,
+    predictor,
+    times: PlaneTimes,
+    propagate: bool = False,
 ) -> Prediction:
     """Prompt and segment every plane (the image, or each slice along axis 0).
 
-    ``prompter=None`` means oracle prompts: the boxes of the plane's ground truth.
+    ``prompter=None`` means oracle prompts: the boxes of the plane's ground truth. With
+    ``propagate`` a volume's objects are propagated from the prompter's best boxes.
     """
     unit = to_unit_range(image)
+    if propagate and prompter is not None and image.spatial_dims == 3:
+        return _propagated(unit, truth, prompter, predictor, times)
     if image.spatial_dims == 2:
         unit, truth_planes = unit[None], truth[None]
     else:
@@ -94,6 +102,24 @@ def predict_case(
             total[stage] += value * 1000
     labels = predicted[0] if image.spatial_dims == 2 else predicted
     return Prediction(labels, n_boxes, n_planes, total, (tp, fp, fn))
+
+
+def _propagated(unit, truth, prompter, predictor, times: PlaneTimes) -> Prediction:
+    """Propagation over a volume; detection is scored on the connected components per plane."""
+    from automedseg.propagate import Propagation
+
+    propagation = Propagation(prompter, predictor)
+    labels, objects = propagation.run(unit)
+    depth = len(unit)
+    for stage, seconds in propagation.times.items():  # one average figure per plane
+        getattr(times, stage).extend([seconds * 1000 / depth] * depth)
+    tp = fp = fn = 0
+    for found, wanted in zip(labels, truth, strict=True):
+        a, b, c = detections(oracle_boxes(found), oracle_boxes(wanted))
+        tp, fp, fn = tp + a, fp + b, fn + c
+    ms = {stage: seconds * 1000 for stage, seconds in propagation.times.items()}
+    ms = {stage: ms.get(stage, 0.0) for stage in STAGES}
+    return Prediction(labels, len(objects), depth, ms, (tp, fp, fn))
 
 
 def detections(found: Boxes, truth: Boxes) -> tuple[int, int, int]:
@@ -127,13 +153,15 @@ def evaluate(
     task: str | None = None,
     prompter: str | Path | None = None,
     merge_labels: bool = False,
+    propagate: bool = True,
     progress: bool = True,
 ) -> dict:
     """Evaluate LiteMedSAM on a data set; write per_case.csv, summary.json, report.md, plots.
 
     ``prompts`` is "oracle" (boxes from the ground truth), "auto" (boxes from the prompter
     of ``task`` or of the ``prompter`` card) or "both". ``merge_labels`` scores every non-zero
-    label as one foreground. Returns the summary.
+    label as one foreground. Volumes and sequences in automatic mode are propagated slice to
+    slice (``propagate``) or prompted slice by slice. Returns the summary.
     """
     from automedseg.checkpoints import read_card
     from automedseg.evaluate.report import write_report
@@ -165,8 +193,9 @@ def evaluate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = Evaluation(
-        predictor, finder, modes, dataset.layout, channel, nsd_tolerance_mm, merge_labels
-    )
+        predictor, finder, modes, dataset.layout, channel, nsd_tolerance_mm, merge_labels,
+        propagate,
+    )  # fmt: skip
     rows: list[dict] = []
     interrupted = False
     csv_path = out / "per_case.csv"
@@ -192,6 +221,7 @@ def evaluate(
         segmenter="LiteMedSAM",
         nsd_tolerance_mm=nsd_tolerance_mm,
         merge_labels=merge_labels,
+        propagate=propagate,
         models_mb=models_mb,
         prompter=None if finder is None else str(card_path),
         interrupted=interrupted,
@@ -215,6 +245,7 @@ class Evaluation:
     channel: int = 0
     nsd_tolerance_mm: float = 2.0
     merge_labels: bool = False
+    propagate: bool = True
     times: dict[str, PlaneTimes] = field(default_factory=dict)
     io_ms: list[float] = field(default_factory=list)
 
@@ -238,7 +269,9 @@ class Evaluation:
             # Automatic mode also scores classes the prompter found where there are none.
             labels = sorted(truth_labels | set(finder.labels if finder else ()))
             try:
-                p = predict_case(image, truth, finder, self.predictor, self.times[mode])
+                p = predict_case(
+                    image, truth, finder, self.predictor, self.times[mode], self.propagate
+                )
             except AutomedsegError as error:
                 rows.append(_error_row(case.case_id, mode, error))
                 continue
