@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 
 from automedseg.evaluate.metrics import (
+    average_precision,
+    best_f1_operating_point,
     box_iou,
+    detection_hits,
+    detection_metrics,
     detection_scores,
     dice,
     hd95,
@@ -303,3 +307,91 @@ def test_match_detections_empty():
 def test_detection_scores(counts, expected):
     out = detection_scores(*counts)
     assert (out["precision"], out["recall"], out["f1"]) == pytest.approx(expected)
+
+
+# --- ranked detections: AP and the F1-best threshold ------------------------------------
+
+
+def test_detection_hits_in_input_order():
+    # the greedy example above: a (score 0.9, second) takes gt1, b cannot reach gt2
+    gt = np.array([[0, 0, 9, 9], [4, 0, 13, 9]])
+    pred = np.array([[0, 0, 7, 9], [1, 0, 10, 9]])
+    assert detection_hits(pred, np.array([0.5, 0.9]), gt).tolist() == [False, True]
+    assert detection_hits(pred, np.array([0.9, 0.5]), gt).tolist() == [True, True]
+    assert detection_hits(pred, np.array([0.9, 0.5]), np.zeros((0, 4))).tolist() == [False] * 2
+
+
+def test_average_precision_by_hand():
+    # ranked hit, miss, hit: precision 1, 1/2, 2/3; the envelope is 1, 2/3, 2/3
+    scores, hits = np.array([0.6, 0.9, 0.8]), np.array([True, True, False])  # any input order
+    # 2 true boxes: recall 1/2, 1/2, 1 → 1 at recall 0…0.50 (51 points), 2/3 at 0.51…1 (50)
+    assert average_precision(scores, hits, 2) == pytest.approx((51 + 50 * 2 / 3) / 101)
+    # 3 true boxes: recall 1/3, 1/3, 2/3 → 1 at 0…0.33 (34), 2/3 at 0.34…0.66 (33), 0 after
+    assert average_precision(scores, hits, 3) == pytest.approx((34 + 33 * 2 / 3) / 101)
+    assert average_precision(np.array([0.5]), np.array([True]), 1) == 1.0
+    assert average_precision(np.zeros(0), np.zeros(0, bool), 2) == 0.0
+    assert average_precision(scores, hits, 0) == 0.0
+    with pytest.raises(ValueError):
+        average_precision(scores, hits[:2], 2)
+
+
+def test_best_f1_operating_point_by_hand():
+    scores, hits = np.array([0.9, 0.8, 0.6]), np.array([True, False, True])
+    # cut after 0.9: P 1, R 1/2, F1 2/3; after 0.8: F1 1/2; after 0.6: P 2/3, R 1, F1 0.8
+    best = best_f1_operating_point(scores, hits, 2)
+    assert best == pytest.approx(
+        {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "score_threshold": 0.3}
+    )  # the threshold sits midway between 0.6 and the floor, 0
+    assert best_f1_operating_point(scores, hits, 2, score_floor=0.5)["score_threshold"] == 0.55
+    # one true box: cutting after 0.9 is perfect; midway to the next score, 0.8
+    assert best_f1_operating_point(scores, hits, 1) == pytest.approx(
+        {"precision": 1.0, "recall": 1.0, "f1": 1.0, "score_threshold": 0.85}
+    )
+    # equal scores are never split: hit and miss at 0.7 are kept or dropped together
+    tied = best_f1_operating_point(np.array([0.9, 0.7, 0.7]), np.array([True, True, False]), 2)
+    assert tied["f1"] == pytest.approx(0.8) and tied["score_threshold"] == pytest.approx(0.35)
+    assert best_f1_operating_point(np.zeros(0), np.zeros(0, bool), 2) == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "score_threshold": None,
+    }
+    assert set(best_f1_operating_point(scores, hits, 0).values()) == {None}
+
+
+def test_detection_metrics_by_hand():
+    truths = [(np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([0, 0]))]
+    # 0.9 hits the first box, 0.8 is a duplicate of it (false), 0.6 hits the second box
+    predictions = [
+        (
+            np.array([[0, 0, 10, 10], [1, 0, 10, 10], [20, 20, 30, 31]]),
+            np.array([0.9, 0.8, 0.6]),
+            np.array([0, 0, 0]),
+        )
+    ]
+    m = detection_metrics(predictions, truths)
+    # the ranked hits of test_average_precision_by_hand and test_best_f1_operating_point_by_hand
+    assert m["mAP50"] == pytest.approx((51 * 1 + 50 * 2 / 3) / 101)
+    assert m["ap50_per_class"] == {0: m["mAP50"]}
+    assert m["score_threshold"] == pytest.approx(0.3)
+    assert m["recall"] == 1.0 and m["precision"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(0.8)
+    one_hit = detection_metrics([(p[:1], s[:1], c[:1]) for p, s, c in predictions], truths[:1])
+    assert one_hit["f1"] == pytest.approx(2 / 3) and one_hit["score_threshold"] == 0.45
+    two = detection_metrics(predictions, [(truths[0][0][:1], truths[0][1][:1])], score_floor=0.1)
+    assert two["f1"] == 1.0 and two["score_threshold"] == pytest.approx(0.85)
+    empty = detection_metrics([(np.zeros((0, 4)), np.zeros(0), np.zeros(0))], truths)
+    assert empty["mAP50"] == 0.0 and empty["recall"] == 0.0
+    nothing = detection_metrics(predictions, [(np.zeros((0, 4)), np.zeros(0))])
+    assert nothing["mAP50"] is None and nothing["ap50_per_class"] == {}
+
+
+def test_detection_metrics_averages_classes_with_ground_truth():
+    # class 0 found (AP 1), class 1 missed (AP 0), class 2 has no ground truth: its detection
+    # is a pooled false positive but no AP of its own
+    truths = [(np.array([[0, 0, 9, 9], [20, 20, 29, 29]]), np.array([0, 1]))]
+    predictions = [(np.array([[0, 0, 9, 9], [40, 40, 49, 49]]), np.array([0.9, 0.8]), [0, 2])]
+    m = detection_metrics(predictions, truths)
+    assert m["ap50_per_class"] == {0: 1.0, 1: 0.0} and m["mAP50"] == 0.5
+    # pooled: hit at 0.9 (P 1, R 1/2, F1 2/3) beats keeping the miss at 0.8 (F1 1/2)
+    assert m["f1"] == pytest.approx(2 / 3) and m["score_threshold"] == pytest.approx(0.85)

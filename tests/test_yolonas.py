@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -25,12 +26,8 @@ from automedseg.train.box_annotations import (
     read_kvasir_boxes,
     read_yolo_boxes,
 )
-from automedseg.train.yolonas import (
-    detection_metrics,
-    learning_rate,
-    load_samples,
-    train_yolonas,
-)
+from automedseg.train.yolonas import learning_rate, train_yolonas
+from automedseg.train.yolonas_data import as_continuous, as_inclusive, load_samples
 
 
 @pytest.fixture(scope="module")
@@ -95,34 +92,16 @@ def test_find_rejects_a_four_channel_image(two_class_model):
         prompter.find(np.zeros((20, 20, 4), np.float32))
 
 
-# --- metrics --------------------------------------------------------------------------------
+# --- boxes, learning rate ------------------------------------------------------------------
 
 
-def test_detection_metrics_by_hand():
-    truths = [(np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([0, 0]))]
-    # 0.9 hits the first box, 0.8 is a duplicate of it (false), 0.6 hits the second box
-    predictions = [
-        (
-            np.array([[0, 0, 10, 10], [1, 0, 10, 10], [20, 20, 30, 31]]),
-            np.array([0.9, 0.8, 0.6]),
-            np.array([0, 0, 0]),
-        )
-    ]
-    m = detection_metrics(predictions, truths)
-    # precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1 → envelope 1 up to 0.5, 2/3 after
-    assert m["mAP50"] == pytest.approx((51 * 1 + 50 * 2 / 3) / 101)
-    # F1: cut at 0.9 → P 1, R .5, F1 .667; cut at 0.6 → P 2/3, R 1, F1 .8; the threshold
-    # sits midway between 0.6 and the floor (0); cutting at 0.9 would sit at (0.9 + 0.8) / 2
-    assert m["score_threshold"] == pytest.approx(0.3)
-    assert m["recall"] == 1.0 and m["precision"] == pytest.approx(2 / 3)
-    assert m["f1"] == pytest.approx(0.8)
-    one_hit = detection_metrics([(p[:1], s[:1], c[:1]) for p, s, c in predictions], truths[:1])
-    assert one_hit["f1"] == pytest.approx(2 / 3) and one_hit["score_threshold"] == 0.45
-    two = detection_metrics(predictions, [(truths[0][0][:1], truths[0][1][:1])], score_floor=0.1)
-    assert two["f1"] == 1.0 and two["score_threshold"] == pytest.approx(0.85)
-    empty = detection_metrics([(np.zeros((0, 4)), np.zeros(0), np.zeros(0))], truths)
-    assert empty["mAP50"] == 0.0 and empty["recall"] == 0.0
-    assert detection_metrics(predictions, [(np.zeros((0, 4)), np.zeros(0))])["mAP50"] is None
+def test_box_conventions_round_trip():
+    inclusive = np.array([[10, 20, 29, 39], [5, 5, 5, 5]])
+    continuous = as_continuous(inclusive)
+    assert continuous.tolist() == [[10, 20, 30, 40], [5, 5, 6, 6]]
+    assert as_inclusive(continuous).tolist() == inclusive.tolist()
+    # a box under one pixel (e.g. shrunk) counts as one pixel, never inverted
+    assert as_inclusive(np.array([[2.0, 3.0, 2.5, 3.0]])).tolist() == [[2, 3, 2, 3]]
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
@@ -157,6 +136,7 @@ def test_train_one_epoch_resume_and_load(tmp_path):
     assert card["training_data"]["val_ids_file"] == "val_cases.txt"
     assert {"mAP50", "recall", "precision", "f1"} <= set(card["val_metrics"])
     assert 0.0 <= card["score_threshold"] <= 1.0 and card["epochs"] == 1
+    assert card["training"]["merge_labels"] is False
 
     train_yolonas(data, out, epochs=2, input_size=64, resume=True, progress=False)
     log = (out / "train.log").read_text()
@@ -201,6 +181,12 @@ def test_a_class_missing_from_validation_is_a_warning(tmp_path):
     assert sum(len(s.boxes) for s in train) == 10 and len(val[0].boxes) == 1
     # the boxes are continuous [x0, x1 + 1): a 6x6 corner at pixels 58..63 → [58, 64)
     assert [58, 58, 64, 64] in train[0].boxes.tolist()
+    # merged, both labels are one class, which validation has: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train, _, labels, _, _ = load_samples(data, size=64, merge_labels=True, say=print)
+    assert labels == {1: "foreground"} and sum(len(s.boxes) for s in train) == 10
+    assert {int(v) for s in train for v in s.labels} == {1}
 
 
 def test_training_from_a_box_file(tmp_path):

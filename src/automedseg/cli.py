@@ -257,7 +257,7 @@ def _train_prompter(args: argparse.Namespace) -> int:
         card = train_yolonas(
             args.data, args.out, val_fraction=args.val_fraction, epochs=args.epochs or 50,
             resume=args.resume, boxes_file=args.boxes, channel=args.channel, seed=args.seed,
-            progress=progress,
+            merge_labels=args.merge_labels, progress=progress,
         )  # fmt: skip
     print(f"trained prompter: {card}")
     return 0
