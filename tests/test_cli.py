@@ -155,3 +155,12 @@ def test_a_bad_input_among_good_ones_does_not_stop_the_others(tmp_path, capsys):
                     str(tmp_path / "o"))  # fmt: skip
     assert code == 2 and str(missing) in err
     assert (tmp_path / "o" / f"{POLYP.stem}_mask.png").is_file()
+
+
+def test_importing_the_package_and_cli_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, automedseg.cli, automedseg.io; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -24,6 +24,8 @@ class CaseOutcome:
     source: Path
     outputs: list[Path]
     error: AutomedsegError | None = None
+    empty: bool = False
+    """True when nothing was found: the mask written is empty."""
 
 
 def output_stem(path: Path) -> str:
@@ -95,8 +97,7 @@ def segment_files(
                     raise type(error)(str(error), path) from None
                 raise
             write_result(image, result, out, output_stem(path), outcome.outputs)
-            if not result.label_map.any():
-                print(f"{path}: nothing found (empty mask written)", file=sys.stderr)
+            outcome.empty = not result.label_map.any()
         except AutomedsegError as error:
             for written in outcome.outputs:
                 written.unlink(missing_ok=True)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from automedseg.api import MODALITIES
 from automedseg.errors import AutomedsegError
 
 EXIT_BAD_INPUT = 2
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument(
         "--modality",
-        choices=("CT", "MR", "XR", "US", "RGB", "OT"),
+        choices=MODALITIES,
         help="override the modality read from the file (sets intensity handling)",
     )
     seg.add_argument(
@@ -193,6 +194,9 @@ def _segment(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         on_error=report,
     )
+    for outcome in outcomes:
+        if outcome.empty:
+            print(f"{outcome.source}: nothing found (empty mask written)", file=sys.stderr)
     failed = sum(o.error is not None for o in outcomes)
     written = sum(len(o.outputs) for o in outcomes)
     done = len(outcomes) - failed
