@@ -395,3 +395,16 @@ def test_detection_metrics_averages_classes_with_ground_truth():
     assert m["ap50_per_class"] == {0: 1.0, 1: 0.0} and m["mAP50"] == 0.5
     # pooled: hit at 0.9 (P 1, R 1/2, F1 2/3) beats keeping the miss at 0.8 (F1 1/2)
     assert m["f1"] == pytest.approx(2 / 3) and m["score_threshold"] == pytest.approx(0.85)
+
+
+def test_plane_dice_averages_over_planes_where_either_mask_is_present():
+    from automedseg.evaluate.metrics import plane_dice
+
+    gt = np.zeros((3, 2, 2), bool)
+    pred = np.zeros((3, 2, 2), bool)
+    gt[0, 0, :] = True  # plane 0: gt 2 px, pred 1 px inside → 2*1/3
+    pred[0, 0, 0] = True
+    pred[1, 1, 1] = True  # plane 1: a false positive → 0
+    # plane 2: both empty → not counted
+    assert plane_dice(pred, gt) == pytest.approx((2 / 3 + 0.0) / 2)
+    assert np.isnan(plane_dice(np.zeros((2, 2, 2)), np.zeros((2, 2, 2))))

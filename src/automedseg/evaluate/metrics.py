@@ -170,6 +170,20 @@ def label_metrics(
     return out
 
 
+def plane_dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean 2D Dice over the planes (axis 0) where the prediction or the ground truth is
+    non-empty — the per-frame Dice of a video, the per-slice Dice of a volume. NaN when both
+    are empty everywhere."""
+    p = np.asarray(pred, bool).reshape(len(pred), -1)
+    g = np.asarray(gt, bool).reshape(len(gt), -1)
+    sizes = p.sum(axis=1) + g.sum(axis=1)
+    present = sizes > 0
+    if not present.any():
+        return float("nan")
+    overlap = (p & g).sum(axis=1)
+    return float(np.mean(2.0 * overlap[present] / sizes[present]))
+
+
 def _boxes(b: np.ndarray) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(b, dtype=np.float64).reshape(-1, 4))
     if bool((t[:, 2] < t[:, 0]).any() or (t[:, 3] < t[:, 1]).any()):

@@ -23,7 +23,12 @@ import numpy as np
 
 from automedseg.errors import AutomedsegError
 from automedseg.evaluate.datasets import Case, DataSet, find_cases, load_case
-from automedseg.evaluate.metrics import detection_scores, label_metrics, match_detections
+from automedseg.evaluate.metrics import (
+    detection_scores,
+    label_metrics,
+    match_detections,
+    plane_dice,
+)
 from automedseg.pipeline import FixedBoxes, segment_plane
 from automedseg.prompt.base import Prompter
 from automedseg.prompt.oracle import oracle_boxes
@@ -33,7 +38,8 @@ from automedseg.types import Boxes, Image
 WARMUP_PLANES = 2
 STAGES = ("prompter", "encoder", "decoder")
 CSV_FIELDS = [
-    "case_id", "mode", "label", "dice", "iou", "hd95_mm", "nsd", "gt_voxels", "pred_voxels",
+    "case_id", "mode", "label", "dice", "iou", "hd95_mm", "nsd", "dice_per_plane", "gt_voxels",
+    "pred_voxels",
     "n_boxes", "n_planes", "det_tp", "det_fp", "det_fn", "ms_io", "ms_prompter", "ms_encoder",
     "ms_decoder", "error",
 ]  # fmt: skip
@@ -286,6 +292,11 @@ class Evaluation:
                         "iou": m["iou"],
                         "hd95_mm": m["hd95"],
                         "nsd": m["nsd"],
+                        "dice_per_plane": (
+                            plane_dice(p.labels == label, truth == label)
+                            if image.spatial_dims == 3
+                            else m["dice"]
+                        ),
                         "gt_voxels": m["gt_voxels"],
                         "pred_voxels": m["pred_voxels"],
                         "n_boxes": p.n_boxes,
@@ -321,6 +332,9 @@ def summarise(rows: list[dict], modes: list[str], times: dict, io_ms: list[float
             "hd95_mean": _mean(hd95),
             "hd95_undefined": len(good) - len(hd95),
             "nsd_mean": _mean([r["nsd"] for r in good]),
+            "dice_per_plane_mean": _mean(
+                [r["dice_per_plane"] for r in good if not math.isnan(r["dice_per_plane"])]
+            ),
             "n_cases": len({r["case_id"] for r in good}),
             "n_failed": len(failed),
             "ms_per_image_median": _median(_warm(total)),
