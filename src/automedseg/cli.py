@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tp.add_argument("--task", help="task name recorded in the card")
     tp.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    tp.add_argument("--limit", type=int, help="use only the first N cases (head only)")
     tp.add_argument(
         "--merge-labels",
         action="store_true",
@@ -253,7 +254,8 @@ def _train_prompter(args: argparse.Namespace) -> int:
         card = train_head(
             args.data, args.out, val_fraction=args.val_fraction, epochs=args.epochs or 30,
             cache=args.cache, resume=args.resume, channel=args.channel, task=args.task,
-            seed=args.seed, merge_labels=args.merge_labels, progress=progress,
+            seed=args.seed, merge_labels=args.merge_labels, limit=args.limit,
+            progress=progress,
         )  # fmt: skip
     else:
         from automedseg.train.yolonas import train_yolonas

@@ -143,6 +143,7 @@ def train_head(
     task: str | None = None,
     seed: int = 0,
     merge_labels: bool = False,
+    limit: int | None = None,
     progress: bool = True,
     predictor=None,
 ) -> Path:
@@ -150,7 +151,8 @@ def train_head(
 
     ``predictor`` is the LiteMedSAMPredictor whose embeddings the head reads (default: the
     packaged weights). Embeddings are cached in ``cache`` (default ``out/cache``); with
-    ``resume`` training continues from ``out/last.pt``.
+    ``resume`` training continues from ``out/last.pt``. ``limit`` uses only the first N
+    usable cases (sorted by id) for a quicker run.
     """
     from automedseg.segment.litemedsam import (
         PACKAGED_WEIGHTS_SHA256,
@@ -163,7 +165,7 @@ def train_head(
     out.mkdir(parents=True, exist_ok=True)
     log = TrainLog(out / "train.log")
     dataset = find_cases(data)
-    usable = [c.case_id for c in dataset.cases if not c.problem]
+    usable = sorted(c.case_id for c in dataset.cases if not c.problem)[:limit]
     train_ids, val_ids = split_cases(usable, val_fraction, seed)
     io.write_text(out / "train_cases.txt", "\n".join(train_ids) + "\n")
     io.write_text(out / "val_cases.txt", "\n".join(val_ids) + "\n")
@@ -246,6 +248,7 @@ def train_head(
             "seed": seed,
             "channel": channel,
             "merge_labels": merge_labels,
+            "case_limit": limit,
             "epochs": epochs,
             "batch_size": batch_size,
             "learning_rate": learning_rate,
