@@ -47,6 +47,8 @@ def test_polyp_with_its_box_matches_the_manual_mask(tmp_path, capsys):
     summary = json.loads((tmp_path / f"{POLYP.stem}.json").read_text())
     assert summary["objects"][0]["box_xyxy"] == [331, 271, 479, 430]
     assert summary["labels"]["1"]["voxels"] == int((mask == 1).sum())
+    assert summary["objects"][0]["area_mm2"] == int((mask == 1).sum())  # 1 mm pixels
+    assert 150 < summary["objects"][0]["longest_diameter_mm"] < 220  # the box's diagonal: 217
 
 
 def test_volume_output_keeps_the_input_geometry(tmp_path, capsys):

@@ -12,6 +12,7 @@ import numpy as np
 
 from automedseg import io
 from automedseg.errors import AutomedsegError, PromptError
+from automedseg.measure import measure_objects
 from automedseg.types import Boxes, Image, Result
 
 MODALITIES = ("CT", "MR", "XR", "US", "RGB", "OT")
@@ -131,15 +132,19 @@ def describe(image: Image, result: Result) -> dict:
     voxel_mm3 = float(np.prod(spacing))
     boxes = result.boxes
     slices = result.box_slices if result.box_slices is not None else [None] * len(boxes)
+    sizes = {}
+    if result.instance_map is not None:
+        sizes = measure_objects(result.instance_map, spacing)
     objects = [
         {
             "box_xyxy": [round(float(v), 2) for v in xyxy],
             "label": int(label),
             "score": round(float(score), 4),
             "slice_index": None if z is None else int(z),
+            **sizes.get(number, {}),
         }
-        for xyxy, label, score, z in zip(
-            boxes.xyxy, boxes.labels, boxes.scores, slices, strict=True
+        for number, (xyxy, label, score, z) in enumerate(
+            zip(boxes.xyxy, boxes.labels, boxes.scores, slices, strict=True), start=1
         )
     ]
     labels = {}

@@ -107,18 +107,19 @@ def segment_image(
     unit = to_unit_range(image)
     if image.spatial_dims == 2:
         seg = segment_plane(unit, prompter, segmenter)
-        return Result(seg.label_map(), seg.boxes)
+        return Result(seg.label_map(), seg.boxes, instance_map=seg.instance_map())
     depth = image.shape[0]
     if slice_index is not None and not 0 <= slice_index < depth:
         raise PromptError(
             f"slice {slice_index} is outside the volume's {depth} slices (0..{depth - 1})"
         )
     if slice_index is None and propagate:
-        from automedseg.propagate import Propagation, boxes_of
+        from automedseg.propagate import Propagation, boxes_of, paint
 
         label_map, objects = Propagation(prompter, segmenter).run(unit)
         boxes, seed_slices = boxes_of(objects)
-        return Result(label_map, boxes, box_slices=seed_slices)
+        instances = paint(objects, list(range(1, len(objects) + 1)), label_map.shape)
+        return Result(label_map, boxes, box_slices=seed_slices, instance_map=instances)
     label_map = np.zeros(image.shape, dtype=np.uint16)
     found = []
     for z in range(depth) if slice_index is None else [slice_index]:

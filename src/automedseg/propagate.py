@@ -140,11 +140,16 @@ class Propagation:
         self.times[stage] = self.times.get(stage, 0.0) + time.perf_counter() - start
 
     def _label_map(self, objects: list[TrackedObject]) -> np.ndarray:
-        out = np.zeros(self._planes.shape[:3], dtype=np.uint16)
-        for obj in sorted(objects, key=lambda o: o.seed_score):  # best painted last
-            for z, mask in obj.masks.items():
-                out[z][mask] = obj.label
-        return out.astype(np.uint8) if out.max(initial=0) < 256 else out
+        return paint(objects, [o.label for o in objects], self._planes.shape[:3])
+
+
+def paint(objects: list[TrackedObject], values: list[int], shape: tuple[int, ...]) -> np.ndarray:
+    """A map of ``values[i]`` over object i's masks; the higher seed score wins overlaps."""
+    out = np.zeros(shape, dtype=np.uint16)
+    for i in sorted(range(len(objects)), key=lambda i: objects[i].seed_score):
+        for z, mask in objects[i].masks.items():
+            out[z][mask] = values[i]
+    return out.astype(np.uint8) if out.max(initial=0) < 256 else out
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray:

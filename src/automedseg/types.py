@@ -117,12 +117,19 @@ class Segmentation:
 
     def label_map(self) -> np.ndarray:
         """(H, W) uint8/uint16 label map; where masks overlap, the higher score wins."""
+        return self._paint(self.boxes.labels)
+
+    def instance_map(self) -> np.ndarray:
+        """(H, W) map of object numbers 1..N (box order); the higher score wins overlaps."""
+        return self._paint(np.arange(1, len(self.boxes) + 1))
+
+    def _paint(self, values: np.ndarray) -> np.ndarray:
         n, *shape = self.masks.shape
-        dtype = np.uint8 if (self.boxes.labels.max(initial=0) < 256) else np.uint16
+        dtype = np.uint8 if values.max(initial=0) < 256 else np.uint16
         out = np.zeros(shape, dtype=dtype)
         # Paint from lowest to highest score so the best object is on top.
         for i in np.argsort(self.boxes.scores, kind="stable"):
-            out[self.masks[i]] = self.boxes.labels[i]
+            out[self.masks[i]] = values[i]
         return out
 
 
@@ -137,3 +144,5 @@ class Result:
     """For a volume segmented on one slice only: that slice (array axis 0)."""
     box_slices: np.ndarray | None = None
     """For a volume: the slice (axis 0) each box was found on."""
+    instance_map: np.ndarray | None = None
+    """Object numbers 1..N (box order) with the label map's shape, when objects are known."""
