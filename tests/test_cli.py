@@ -54,7 +54,7 @@ def test_polyp_with_its_box_matches_the_manual_mask(tmp_path, capsys):
 def test_volume_output_keeps_the_input_geometry(tmp_path, capsys):
     code, err = run(
         capsys, str(HIPPOCAMPUS), "--box", "10", "10", "30", "30", "--slice", "12",
-        "--out", str(tmp_path),
+        "--no-propagation", "--out", str(tmp_path),
     )  # fmt: skip
     assert code == 0, err
     image = io.read_image(HIPPOCAMPUS)
@@ -166,3 +166,23 @@ def test_importing_the_package_and_cli_does_not_load_torch():
     code = "import sys, automedseg.cli, automedseg.io; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_folder_of_frames_gives_a_mask_per_frame_and_an_overlay_video(tmp_path, capsys):
+    from PIL import Image as PILImage
+
+    frames = tmp_path / "seq1"
+    frames.mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    for t in range(5):
+        disk = (yy - 30) ** 2 + (xx - 20 - 3 * t) ** 2 <= 100
+        rgb = np.where(disk[..., None], [200, 80, 80], [60, 60, 60]).astype(np.uint8)
+        PILImage.fromarray(rgb).save(frames / f"{t:04d}.png")
+    out = tmp_path / "out"
+    code, err = run(capsys, str(frames), "--box", "16", "20", "36", "40", "--slice", "2",
+                    "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    masks = sorted((out / "seq1_masks").iterdir())
+    assert [p.name for p in masks] == [f"{t:04d}.png" for t in range(5)]
+    assert all(io.read_label_map(p).any() for p in masks)  # followed from frame 2 both ways
+    assert io.read_image(out / "seq1_overlay.mp4").shape[0] == 5

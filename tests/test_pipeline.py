@@ -53,7 +53,7 @@ def test_overlapping_objects_resolved_by_score():
 def test_volume_is_segmented_on_the_chosen_slice_only():
     volume = Image(np.random.default_rng(2).random((5, 8, 8)).astype(np.float32), 3)
     box = FixedBoxes(Boxes.from_list([(1, 1, 3, 3)]))
-    result = segment_image(volume, box, BoxFiller(), slice_index=3)
+    result = segment_image(volume, box, BoxFiller(), slice_index=3, propagate=False)
     assert result.slice_index == 3
     assert result.label_map.shape == (5, 8, 8)
     assert result.label_map[3].sum() == 9 and result.label_map.sum() == 9
@@ -83,7 +83,7 @@ def test_automatic_volume_prompts_every_slice_and_skips_empty_ones():
     calls = []
     original = segmenter.set_image
     segmenter.set_image = lambda image: (calls.append(1), original(image))
-    result = segment_image(Image(array, 3), BrightSpotFinder(), segmenter)
+    result = segment_image(Image(array, 3), BrightSpotFinder(), segmenter, propagate=False)
     np.testing.assert_array_equal(result.label_map > 0, array > 0.5)
     assert result.box_slices.tolist() == [1, 3]
     assert len(calls) == 2  # the encoder ran only where the prompter found something
@@ -96,6 +96,17 @@ def test_segment_plane_reports_time_per_stage():
     seg = segment_plane(plane, BrightSpotFinder(), BoxFiller(), times)
     assert len(seg.boxes) == 1 and set(times) == {"prompter", "encoder", "decoder"}
     assert all(v >= 0 for v in times.values())
+
+
+def test_a_users_box_on_one_slice_is_propagated_through_the_volume():
+    from test_propagate import ThresholdSegmenter, moving_disk
+
+    volume = moving_disk()
+    box = FixedBoxes(Boxes.from_list([(8, 12, 16, 20)]))
+    result = segment_image(Image(volume, 3), box, ThresholdSegmenter(), slice_index=6)
+    np.testing.assert_array_equal(result.label_map > 0, volume > 0.5)
+    assert result.box_slices.tolist() == [6]
+    assert result.instance_map.max() == 1
 
 
 def test_oracle_boxes_one_per_component_and_label():

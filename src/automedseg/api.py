@@ -12,6 +12,7 @@ import numpy as np
 
 from automedseg import io
 from automedseg.errors import AutomedsegError, PromptError
+from automedseg.io.overlay import blend_labels, to_display_rgb
 from automedseg.measure import measure_objects
 from automedseg.types import Boxes, Image, Result
 
@@ -102,6 +103,9 @@ def segment_files(
         except AutomedsegError as error:
             for written in outcome.outputs:
                 written.unlink(missing_ok=True)
+            for folder in {w.parent for w in outcome.outputs} - {out}:
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
             outcome.outputs.clear()
             outcome.error = error
             if on_error is not None:
@@ -111,8 +115,19 @@ def segment_files(
 
 
 def write_result(image: Image, result: Result, out: Path, stem: str, written: list[Path]) -> None:
-    """Write the label map (PNG or NIfTI), an overlay PNG and a JSON summary; record each file."""
+    """Write the label map (PNG, NIfTI, or one PNG per frame of a video), an overlay (PNG, or
+    MP4 for a video) and a JSON summary; record each file written."""
     stem = re.sub(r"[^\w.-]", "_", stem)
+    if image.frame_names is not None:
+        written += io.write_frame_masks(out / f"{stem}_masks", result.label_map, image.frame_names)
+        frames = [
+            blend_labels(to_display_rgb(frame, image.window), labels)
+            for frame, labels in zip(image.array, result.label_map, strict=True)
+        ]
+        written.append(io.write_overlay_video(out / f"{stem}_overlay.mp4", np.stack(frames)))
+        written.append(out / f"{stem}.json")
+        io.write_json(written[-1], describe(image, result))
+        return
     if image.spatial_dims == 2:
         written.append(out / f"{stem}_mask.png")
         io.write_label_png(written[-1], result.label_map)

@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--slice",
         dest="slice_index",
         type=int,
-        help="volume slice (axis 0) to segment; boxes are drawn on it (default: the middle "
-        "slice with --box, every slice with --task/--prompter)",
+        help="volume/video slice or frame (axis 0) the --box prompts are on (default: the "
+        "middle one); the objects are then propagated through the volume",
     )
     seg.add_argument(
         "--modality",
@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--no-propagation",
         action="store_true",
-        help="prompt every slice of a volume on its own instead of propagating",
+        help="do not propagate: segment only --slice (with --box), or prompt every slice "
+        "on its own (with --task/--prompter)",
     )
     seg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

@@ -101,9 +101,11 @@ def segment_image(
     slice_index: int | None = None,
     propagate: bool = True,
 ) -> Result:
-    """Segment a 2D image, or a volume along axis 0: only slice ``slice_index`` when given;
-    else, with ``propagate``, objects seeded by the prompter's best boxes and propagated slice
-    to slice (see ``propagate``), or, without, every slice prompted on its own."""
+    """Segment a 2D image, or a volume along axis 0.
+
+    With ``propagate``, objects are seeded by the prompter's best boxes (or by fixed boxes on
+    slice ``slice_index``) and followed slice to slice (see ``propagate``). Without it, only
+    slice ``slice_index`` is segmented when given, else every slice is prompted on its own."""
     unit = to_unit_range(image)
     if image.spatial_dims == 2:
         seg = segment_plane(unit, prompter, segmenter)
@@ -113,10 +115,15 @@ def segment_image(
         raise PromptError(
             f"slice {slice_index} is outside the volume's {depth} slices (0..{depth - 1})"
         )
-    if slice_index is None and propagate:
+    if propagate and (slice_index is None or isinstance(prompter, FixedBoxes)):
         from automedseg.propagate import Propagation, boxes_of, paint
 
-        label_map, objects = Propagation(prompter, segmenter).run(unit)
+        if slice_index is None:
+            propagation = Propagation(prompter, segmenter)
+        else:  # a user's boxes on one slice seed objects that are followed through the volume
+            boxes = check_boxes(prompter.boxes, unit.shape[1:3])
+            propagation = Propagation(None, segmenter, seeds={slice_index: boxes})
+        label_map, objects = propagation.run(unit)
         boxes, seed_slices = boxes_of(objects)
         instances = paint(objects, list(range(1, len(objects) + 1)), label_map.shape)
         return Result(label_map, boxes, box_slices=seed_slices, instance_map=instances)

@@ -41,7 +41,8 @@ class TrackedObject:
 class Propagation:
     """Options; ``run`` does the work."""
 
-    prompter: Prompter
+    prompter: Prompter | None
+    """Proposes boxes on every plane; None when ``seeds`` are given instead."""
     segmenter: BoxSegmenter
     seed_threshold: float | None = None
     """Lowest box score that may seed an object (default: the prompter's threshold)."""
@@ -53,6 +54,8 @@ class Propagation:
     """A box overlapping an object's box on its plane by this IoU is already explained."""
     times: dict[str, float] = field(default_factory=dict)
     """Seconds spent per stage ("prompter", "encoder", "decoder"), summed over runs."""
+    seeds: dict[int, Boxes] | None = None
+    """Boxes given on known planes (a user's), used instead of asking the prompter."""
 
     def run(self, planes: np.ndarray) -> tuple[np.ndarray, list[TrackedObject]]:
         """(label map (Z, H, W), objects) for planes in [0, 1] stacked along axis 0."""
@@ -62,7 +65,7 @@ class Propagation:
         candidates = self._propose()
         threshold = self.seed_threshold
         if threshold is None:
-            threshold = float(getattr(self.prompter, "score_threshold", 0.0))
+            threshold = float(getattr(self.prompter, "score_threshold", 0.0) or 0.0)
         objects: list[TrackedObject] = []
         for z, box, label, score in candidates:
             if score < threshold or self._covered(objects, z, box, label):
@@ -79,6 +82,12 @@ class Propagation:
 
     def _propose(self) -> list[tuple[int, np.ndarray, int, float]]:
         """All prompter boxes as (plane, box, label, score), most confident first."""
+        if self.seeds is not None:
+            return [
+                (z, xyxy, int(label), float(score))
+                for z, boxes in self.seeds.items()
+                for xyxy, label, score in zip(boxes.xyxy, boxes.labels, boxes.scores, strict=True)
+            ]
         found = []
         uses_embedding = getattr(self.prompter, "uses_embedding", False)
         for z, plane in enumerate(self._planes):

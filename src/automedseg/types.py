@@ -60,6 +60,9 @@ class Image:
     window: tuple[float, float] | None = None
     """(center, width) to display/normalise intensities, e.g. from DICOM WindowCenter/Width."""
     source: Path | None = None
+    frame_names: list[str] | None = None
+    """For a video or a folder of frames (axis 0 = time): each frame's name, e.g. '0007' or
+    'frame_000123'; None for a 2D image or a volume."""
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):

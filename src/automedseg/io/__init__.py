@@ -1,14 +1,17 @@
-"""Reading and writing files: the only place that knows about PNG, DICOM and NIfTI.
+"""Reading and writing files: the only place that knows about PNG, DICOM, NIfTI and video.
 
 Readers return ``types.Image`` (array + geometry, see ``types`` for the conventions) and
 raise ``errors.InputError`` naming the file for anything they cannot read. Writers are
-atomic: a failed write leaves no partial file. nibabel, pydicom and SimpleITK are imported
-only when a file needs them.
+atomic: a failed write leaves no partial file. nibabel, pydicom, SimpleITK and PyAV are
+imported only when a file needs them.
 """
 
+from automedseg.io.frames import read_frames, write_frame_masks
 from automedseg.io.nifti import write_nifti
 from automedseg.io.read import read_image, read_label_map
+from automedseg.io.video import read_video, write_overlay_video
 from automedseg.io.writers import (
+    write_animated_gif,
     write_figure,
     write_json,
     write_label_png,
@@ -17,12 +20,17 @@ from automedseg.io.writers import (
 )
 
 __all__ = [
+    "read_frames",
     "read_image",
     "read_label_map",
+    "read_video",
+    "write_animated_gif",
     "write_figure",
+    "write_frame_masks",
     "write_json",
     "write_label_png",
     "write_nifti",
     "write_overlay_png",
+    "write_overlay_video",
     "write_text",
 ]

@@ -44,8 +44,9 @@ def _series_files(folder: Path) -> list[str]:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
     if not uids:
         raise InputError(
-            "no DICOM series found in this folder (subfolders are not searched); give a "
-            "folder holding the DICOM files of one series, or one image file",
+            "no DICOM series and no frame images (PNG/JPEG/BMP/TIFF) found in this folder "
+            "(subfolders are not searched); give a folder holding the DICOM files of one "
+            "series, a folder of video frames, or one image or video file",
             folder,
         )
     if len(uids) > 1:

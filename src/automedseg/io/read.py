@@ -17,10 +17,12 @@ from automedseg.io._common import (
     is_raster_name,
     reading,
 )
+from automedseg.io.frames import frame_files, read_frames
 from automedseg.io.raster import pil_to_array, read_raster
+from automedseg.io.video import is_video_name, read_video
 from automedseg.types import Image
 
-Kind = Literal["series", "nifti", "dicom", "raster", "unknown"]
+Kind = Literal["folder", "nifti", "dicom", "video", "raster", "unknown"]
 _UNREADABLE = "not a readable image (PNG/JPEG/BMP/TIFF, DICOM or NIfTI)"
 
 
@@ -29,7 +31,7 @@ def _kind(path: Path) -> Kind:
     if not path.exists():
         raise InputError("does not exist", path)
     if path.is_dir():
-        return "series"
+        return "folder"
     if not path.is_file():
         raise InputError("not a regular file or a folder", path)
     if path.stat().st_size == 0:
@@ -38,9 +40,33 @@ def _kind(path: Path) -> Kind:
         return "nifti"
     if has_dicom_magic(path) or path.suffix.lower() in (".dcm", ".dicom"):
         return "dicom"
+    if is_video_name(path):
+        return "video"
     if is_raster_name(path):
         return "raster"
     return "unknown"
+
+
+def _holds_dicom(folder: Path, frames: list[Path]) -> bool:
+    """True when a file directly in ``folder`` (other than the frame images) is DICOM."""
+    skip = set(frames)
+    with reading(folder, "folder"):
+        entries = [p for p in folder.iterdir() if p not in skip and not p.name.startswith(".")]
+    return any(
+        p.is_file() and (p.suffix.lower() in (".dcm", ".dicom") or has_dicom_magic(p))
+        for p in entries
+    )
+
+
+def _read_folder(folder: Path) -> Image:
+    """The DICOM series of ``folder`` when it holds DICOM files, else its frame images."""
+    from automedseg.io.dicom_series import read_dicom_series
+
+    frames = frame_files(folder)
+    if frames and not _holds_dicom(folder, frames):
+        return read_frames(folder)
+    # Also when nothing looks like DICOM: GDCM finds files without the 'DICM' preamble.
+    return read_dicom_series(folder)
 
 
 def _read_unknown(path: Path) -> Image:
@@ -56,9 +82,14 @@ def _read_unknown(path: Path) -> Image:
 
 
 def read_image(path: str | os.PathLike[str]) -> Image:
-    """Read an image, a volume or a DICOM series folder.
+    """Read an image, a volume, a video, a DICOM series folder or a folder of frames.
 
-    * a folder → the one DICOM series it holds (float32 ``(Z, Y, X)``);
+    * a folder holding DICOM files → the one DICOM series it holds (float32 ``(Z, Y, X)``);
+      a folder holding both DICOM files and PNG/JPEG/... images is read as DICOM;
+    * a folder of PNG/JPEG/BMP/TIFF frames → a video (``read_frames``): ``(T, H, W)`` or
+      ``(T, H, W, 3)``, axis 0 = time in name order, ``frame_names`` = file stems;
+    * ``.mp4`` / ``.avi`` / ``.mov`` / ``.mkv`` / ``.webm`` → ``(T, H, W, 3)`` uint8 RGB
+      (``read_video``), ``frame_names`` "0000", "0001", ...;
     * ``.nii`` / ``.nii.gz`` → a volume ``(Z, Y, X)``;
     * DICOM (by its 'DICM' magic, with or without ``.dcm``) → 2D image or multi-frame volume;
     * PNG / JPEG / BMP / TIFF → 2D ``(H, W)`` gray or ``(H, W, 3)`` RGB.
@@ -67,10 +98,8 @@ def read_image(path: str | os.PathLike[str]) -> Image:
     """
     path = Path(path).expanduser()
     kind = _kind(path)
-    if kind == "series":
-        from automedseg.io.dicom_series import read_dicom_series
-
-        image = read_dicom_series(path)
+    if kind == "folder":
+        image = _read_folder(path)
     elif kind == "nifti":
         from automedseg.io.nifti import read_nifti
 
@@ -79,6 +108,8 @@ def read_image(path: str | os.PathLike[str]) -> Image:
         from automedseg.io.dicom import read_dicom_file
 
         image = read_dicom_file(path)
+    elif kind == "video":
+        image = read_video(path)
     elif kind == "raster":
         image = read_raster(path)
     else:

@@ -119,3 +119,28 @@ def write_figure(path: str | os.PathLike[str], figure: Any, dpi: int = 120) -> P
     with atomic_open(path) as f:
         figure.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
     return path
+
+
+def write_animated_gif(
+    path: str | os.PathLike[str], frames_rgb: np.ndarray, fps: float = 10
+) -> Path:
+    """Write ``(T, H, W, 3)`` uint8 RGB frames as a looping animated GIF with Pillow.
+
+    Each frame is reduced to a 256-colour palette; GIF timing is in 1/100 s, so ``fps`` is
+    rounded to the nearest frame duration of 10 ms or more. Returns the path written.
+    """
+    frames = np.asarray(frames_rgb)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError(f"an animated GIF needs (T, H, W, 3) frames, got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"an animated GIF needs uint8 frames, got {frames.dtype}")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    pictures = [PILImage.fromarray(np.ascontiguousarray(frame)) for frame in frames]
+    duration = max(10, round(1000 / fps / 10) * 10)
+    path = Path(path)
+    with atomic_open(path) as f:
+        pictures[0].save(
+            f, format="GIF", save_all=True, append_images=pictures[1:], duration=duration, loop=0
+        )
+    return path
