@@ -137,3 +137,13 @@ def test_cards_of_another_class_count_or_damaged_weights_are_refused(tmp_path):
     (tmp_path / "h.safetensors").write_bytes(b"garbage")
     with pytest.raises(WeightsError, match="SHA-256 mismatch"):
         load_head_prompter(path)
+
+
+def test_an_embedding_cache_made_for_other_options_is_refused(tmp_path):
+    from automedseg.train.embeddings import open_cache
+
+    key = {"segmenter_sha256": "abc", "data": "/data/a", "channel": 0, "merge_labels": False}
+    open_cache(tmp_path / "cache", key)
+    open_cache(tmp_path / "cache", dict(key))  # the same: fine
+    with pytest.raises(InputError, match="another channel, merge_labels"):
+        open_cache(tmp_path / "cache", {**key, "channel": 1, "merge_labels": True})

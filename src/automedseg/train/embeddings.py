@@ -4,8 +4,9 @@ One ``.npz`` per plane: ``embedding`` (256, 64, 64) float16, ``target`` (256, 25
 label plane in the model's padded space (nearest-neighbour resize, padded with 0),
 ``valid`` (h, w) of the resized image inside the padding, ``original`` (H, W), ``boxes``
 (N, 5) oracle boxes in original pixels with their label (x0, y0, x1, y1, label). A
-``cache.json`` records the segmenter weights' SHA-256; a cache made with other weights is
-refused. Existing entries are reused, so an interrupted cache build resumes where it stopped.
+``cache.json`` records what the entries depend on (segmenter weights' SHA-256, data folder,
+channel, label merging); a cache made for anything else is refused. Existing entries are
+reused, so an interrupted cache build resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -51,20 +52,23 @@ def padded_target(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def open_cache(cache_dir: Path, weights_sha256: str) -> None:
-    """Create the cache folder, or check that an existing one was made with these weights."""
+def open_cache(cache_dir: Path, key: dict) -> None:
+    """Create the cache folder, or check that an existing one was made for the same ``key``
+    (segmenter weights, data, options)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     meta = cache_dir / "cache.json"
+    key = json.loads(json.dumps(key))  # as it reads back from JSON
     if meta.is_file():
-        recorded = json.loads(meta.read_text()).get("segmenter_sha256")
-        if recorded != weights_sha256:
+        recorded = json.loads(meta.read_text())
+        different = sorted(k for k in key if recorded.get(k) != key[k])
+        if different:
             raise InputError(
-                "this embedding cache was made with other segmenter weights; "
+                f"this embedding cache was made for another {', '.join(different)}; "
                 "delete it or choose another --cache folder",
                 cache_dir,
             )
     else:
-        meta.write_text(json.dumps({"segmenter_sha256": weights_sha256}, indent=2) + "\n")
+        meta.write_text(json.dumps(key, indent=2) + "\n")
 
 
 def cache_planes(

@@ -170,7 +170,13 @@ def train_head(
     io.write_text(out / "train_cases.txt", "\n".join(train_ids) + "\n")
     io.write_text(out / "val_cases.txt", "\n".join(val_ids) + "\n")
     cache_dir = Path(cache) if cache else out / "cache"
-    open_cache(cache_dir, PACKAGED_WEIGHTS_SHA256)
+    cache_key = {
+        "segmenter_sha256": PACKAGED_WEIGHTS_SHA256,
+        "data": str(Path(data).resolve()),
+        "channel": channel,
+        "merge_labels": merge_labels,
+    }
+    open_cache(cache_dir, cache_key)
     predictor = predictor or LiteMedSAMPredictor(load_litemedsam())
     log(f"caching embeddings of {len(train_ids)} train + {len(val_ids)} val cases in {cache_dir}")
     train = cache_planes(
