@@ -161,3 +161,26 @@ def test_automatic_volume_is_propagated_and_scored_per_plane():
     alone = predict_case(Image(volume, 3), truth, finder, ThresholdSegmenter(), times, False)
     assert alone.labels.sum() == truth[6].sum()  # without propagation only slice 6 is found
     assert alone.detection == (1, 0, 7)
+
+
+def test_an_interrupted_run_keeps_the_cases_done_so_far(tmp_path, litemedsam, monkeypatch):
+    import automedseg.segment.litemedsam as module
+    from automedseg.evaluate import runner
+
+    monkeypatch.setattr(module, "load_litemedsam", lambda weights=None, sha256=None: litemedsam)
+    real = runner.Evaluation.case_rows
+    calls = []
+
+    def stop_at_second(self, case):
+        calls.append(case.case_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, case)
+
+    monkeypatch.setattr(runner.Evaluation, "case_rows", stop_at_second)
+    with pytest.raises(KeyboardInterrupt):
+        runner.evaluate(EXAMPLES / "kvasir_seg", tmp_path, progress=False)
+    with (tmp_path / "per_case.csv").open() as handle:
+        assert [r["case_id"] for r in csv.DictReader(handle)] == [calls[0]]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["modes"]["oracle"]["n_cases"] == 1
