@@ -13,11 +13,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Segment the shipped colonoscopy example with a box around its polyp.
+# Segment the shipped colonoscopy examples fully automatically: the shipped polyp prompter
+# finds the boxes, LiteMedSAM segments them.
 demo: setup
-	$(BIN)/automedseg segment examples/kvasir_seg/images/cju17z0qongpa0993de4boim4.jpg \
-		--box 331 271 479 430 --out demo_output
-	@echo "demo: wrote demo_output/cju17z0qongpa0993de4boim4_{mask,overlay}.png and .json"
+	$(BIN)/automedseg segment examples/kvasir_seg/images/*.jpg --task polyp --out demo_output
+	@echo "demo: masks, overlays and JSON in demo_output/"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -127,7 +127,7 @@ def test_evaluate_scores_good_cases_and_reports_bad_ones(tmp_path, litemedsam, m
     assert rows["orphan"]["error"].endswith("no mask")
     assert "does not match" in rows["small"]["error"]
     assert "broken.png" in rows["broken"]["error"]
-    assert rows["cju17z0qongpa0993de4boim4"]["error"] == ""
+    assert rows["cju0tl3uz8blh0993wxvn7ly3"]["error"] == ""
     assert (tmp_path / "out" / "report.md").read_text().count("| oracle |") >= 2
     assert (tmp_path / "out" / "dice.png").is_file()
 

@@ -203,13 +203,14 @@ def train_head(
         )
     head = EmbeddingHead(num_classes=len(labels))
     optimizer = torch.optim.AdamW(head.parameters(), lr=learning_rate, weight_decay=1e-4)
-    first_epoch, best_loss, best_state = 1, float("inf"), None
+    first_epoch, best_loss, best_state, earlier_seconds = 1, float("inf"), None, 0.0
     last = out / "last.pt"
     if resume and last.is_file():
         saved = torch.load(last, map_location="cpu", weights_only=True)
         head.load_state_dict(saved["head"])
         optimizer.load_state_dict(saved["optimizer"])
         first_epoch, best_loss, best_state = saved["epoch"] + 1, saved["best_loss"], saved["best"]
+        earlier_seconds = float(saved.get("seconds", 0.0))  # time of the runs before this one
         log(f"resumed after epoch {saved['epoch']}")
     rng = np.random.default_rng(seed + first_epoch)
     for epoch in range(first_epoch, epochs + 1):
@@ -222,7 +223,8 @@ def train_head(
             best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
         torch.save(
             {"head": head.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-             "best_loss": best_loss, "best": best_state},
+             "best_loss": best_loss, "best": best_state,
+             "seconds": earlier_seconds + time.perf_counter() - started},
             last,
         )  # fmt: skip
         log(f"epoch {epoch}/{epochs} train loss {loss:.4f} val loss {val_loss:.4f} "
@@ -258,7 +260,7 @@ def train_head(
             "epochs": epochs,
             "batch_size": batch_size,
             "learning_rate": learning_rate,
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": round(earlier_seconds + time.perf_counter() - started, 1),
             "torch_threads": torch.get_num_threads(),
         },
         "val_metrics": {"loss": round(best_loss, 4), **{k: round(v, 4) for k, v in scores.items()}},
