@@ -147,3 +147,13 @@ def test_an_embedding_cache_made_for_other_options_is_refused(tmp_path):
     open_cache(tmp_path / "cache", dict(key))  # the same: fine
     with pytest.raises(InputError, match="another channel, merge_labels"):
         open_cache(tmp_path / "cache", {**key, "channel": 1, "merge_labels": True})
+
+
+def test_every_shipped_task_loads_with_its_checked_weights():
+    from automedseg.prompt import available_tasks
+
+    tasks = available_tasks()
+    assert {"polyp", "lungs"} <= set(tasks)
+    for name in tasks:
+        prompter = load_prompter(task=name)
+        assert name in prompter.labels.values() and 0 < prompter.score_threshold < 1
