@@ -63,9 +63,7 @@ def read_coco_boxes(
 ) -> dict[str, list[Box]]:
     """Boxes of a COCO detection JSON file, keyed by the stem of each image's file_name."""
     path = Path(path)
-    data = _read_json(path) if data is None else data
-    if not isinstance(data, dict):
-        raise InputError("a COCO file must hold a JSON object", path)
+    data = _json_object(path, data, "a COCO file must hold a JSON object")
     images, annotations = data.get("images"), data.get("annotations")
     categories = data.get("categories", [])
     if not all(isinstance(x, list) for x in (images, annotations, categories)):
@@ -171,9 +169,7 @@ def read_kvasir_boxes(
 ) -> dict[str, list[Box]]:
     """Boxes of a Kvasir-SEG style JSON file ({id: {height, width, bbox: [...]}})."""
     path = Path(path)
-    data = _read_json(path) if data is None else data
-    if not isinstance(data, dict):
-        raise InputError("a Kvasir box file must hold a JSON object {id: {...}}", path)
+    data = _json_object(path, data, "a Kvasir box file must hold a JSON object {id: {...}}")
     out: dict[str, list[Box]] = {}
     for key, entry in data.items():
         where = f"entry {key!r}"
@@ -209,6 +205,14 @@ def class_order(annotations: Mapping[str, list[Box]]) -> list[str]:
         return [(0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", name) if p]
 
     return sorted(names, key=natural)
+
+
+def _json_object(path: Path, data: Any, message: str) -> dict:
+    """``data`` (read from ``path`` when None), which must be a JSON object, else ``message``."""
+    data = _read_json(path) if data is None else data
+    if not isinstance(data, dict):
+        raise InputError(message, path)
+    return data
 
 
 def _read_json(path: Path) -> Any:
