@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from automedseg import io
-from automedseg.errors import AutomedsegError, PromptError
+from automedseg.errors import AutomedsegError, InputError, PromptError
 from automedseg.io.overlay import blend_labels, to_display_rgb
 from automedseg.measure import measure_objects
 from automedseg.types import Boxes, Image, Result
@@ -98,7 +99,8 @@ def segment_files(
                 if error.path is None:  # name the file the problem belongs to
                     raise type(error)(str(error), path) from None
                 raise
-            write_result(image, result, out, output_stem(path), outcome.outputs)
+            names = getattr(finder, "labels", None)
+            write_result(image, result, out, output_stem(path), outcome.outputs, names)
             outcome.empty = not result.label_map.any()
         except AutomedsegError as error:
             for written in outcome.outputs:
@@ -114,9 +116,18 @@ def segment_files(
     return outcomes
 
 
-def write_result(image: Image, result: Result, out: Path, stem: str, written: list[Path]) -> None:
+def write_result(
+    image: Image,
+    result: Result,
+    out: Path,
+    stem: str,
+    written: list[Path],
+    label_names: dict[int, str] | None = None,
+) -> None:
     """Write the label map (PNG, NIfTI, or one PNG per frame of a video), an overlay (PNG, or
-    MP4 for a video) and a JSON summary; record each file written."""
+    MP4 for a video) and a JSON summary; record each file written. For DICOM input with
+    something found, also a DICOM-SEG ``<stem>_seg.dcm`` (segments named by ``label_names``;
+    skipped with a warning when the source cannot carry one, e.g. no Frame of Reference)."""
     stem = re.sub(r"[^\w.-]", "_", stem)
     if image.frame_names is not None:
         written += io.write_frame_masks(out / f"{stem}_masks", result.label_map, image.frame_names)
@@ -134,6 +145,13 @@ def write_result(image: Image, result: Result, out: Path, stem: str, written: li
     else:
         written.append(out / f"{stem}_seg.nii.gz")
         io.write_nifti(written[-1], result.label_map, image.geometry)
+    if image.source_files and result.label_map.any():  # an empty DICOM-SEG is not allowed
+        seg = out / f"{stem}_seg.dcm"
+        try:
+            io.write_dicom_seg(seg, result.label_map, image.source_files, label_names)
+            written.append(seg)
+        except InputError as error:  # e.g. no Frame of Reference: keep the other outputs
+            warnings.warn(f"{error}; no DICOM-SEG written", stacklevel=2)
     written.append(out / f"{stem}_overlay.png")
     io.write_overlay_png(written[-1], image, result.label_map, z=result.slice_index)
     written.append(out / f"{stem}.json")

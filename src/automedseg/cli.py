@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="segment images or volumes",
         description="Segment 2D images (PNG/JPEG/BMP/TIFF/DICOM) or volumes (NIfTI, DICOM "
         "series folder, multi-frame DICOM). Writes <name>_mask.png (2D) or <name>_seg.nii.gz "
-        "(3D, the input's geometry), <name>_overlay.png and <name>.json into --out.",
+        "(3D, the input's geometry), <name>_overlay.png and <name>.json into --out; for DICOM "
+        "input with something found, also <name>_seg.dcm (a DICOM-SEG of the source images).",
     )
     seg.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, NIfTI or DICOM folder")
     seg.add_argument("--out", required=True, help="output folder (created if missing)")

@@ -63,6 +63,9 @@ class Image:
     frame_names: list[str] | None = None
     """For a video or a folder of frames (axis 0 = time): each frame's name, e.g. '0007' or
     'frame_000123'; None for a 2D image or a volume."""
+    source_files: list[Path] | None = None
+    """For DICOM input, the files read: a series' files in the order of axis 0 (slice z is
+    ``source_files[z]``), or the one file of a 2D or multi-frame image; else None."""
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):

@@ -2,10 +2,11 @@
 
 Readers return ``types.Image`` (array + geometry, see ``types`` for the conventions) and
 raise ``errors.InputError`` naming the file for anything they cannot read. Writers are
-atomic: a failed write leaves no partial file. nibabel, pydicom, SimpleITK and PyAV are
-imported only when a file needs them.
+atomic: a failed write leaves no partial file. nibabel, pydicom, SimpleITK, highdicom and
+PyAV are imported only when a file needs them.
 """
 
+from automedseg.io.dicom_seg import write_dicom_seg
 from automedseg.io.frames import read_frames, write_frame_masks
 from automedseg.io.nifti import write_nifti
 from automedseg.io.read import read_image, read_label_map
@@ -25,6 +26,7 @@ __all__ = [
     "read_label_map",
     "read_video",
     "write_animated_gif",
+    "write_dicom_seg",
     "write_figure",
     "write_frame_masks",
     "write_json",

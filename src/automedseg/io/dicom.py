@@ -206,6 +206,11 @@ def _frame_geometry(ds: Any, count: int) -> tuple[np.ndarray, np.ndarray]:
     return order, lps_affine(origin, orientation, spacing, step)
 
 
+def frame_order(ds: Any, count: int) -> np.ndarray:
+    """Frame indices of a ``count``-frame file in ``read_dicom_file``'s slice order."""
+    return _frame_geometry(ds, count)[0]
+
+
 def read_dicom_file(path: str | os.PathLike[str]) -> Image:
     """Read one DICOM file: single frame → 2D ``Image``, several frames → a volume."""
     import pydicom
@@ -245,4 +250,5 @@ def read_dicom_file(path: str | os.PathLike[str]) -> Image:
         modality=header_modality(ds, rgb),
         window=window,
         source=path,
+        source_files=[path],
     )

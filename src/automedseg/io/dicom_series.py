@@ -92,4 +92,5 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> Image:
         modality=header_modality(header, rgb),
         window=window,
         source=folder,
+        source_files=[Path(f) for f in files],
     )
