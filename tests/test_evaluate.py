@@ -12,7 +12,13 @@ from PIL import Image as PILImage
 
 from automedseg import io
 from automedseg.errors import InputError
-from automedseg.evaluate.datasets import find_cases, load_case
+from automedseg.evaluate.datasets import (
+    LabelChoice,
+    class_names,
+    find_cases,
+    load_case,
+    parse_label_values,
+)
 from automedseg.types import Geometry
 from conftest import EXAMPLES  # noqa: I001
 
@@ -140,8 +146,23 @@ def test_merge_labels_turns_every_label_into_one_foreground(tmp_path):
     io.write_nifti(tmp_path / "labelsTr" / "c.nii.gz", labels, Geometry())
     case = find_cases(tmp_path).cases[0]
     _, kept = load_case(case, layout="nnunet")
-    _, merged = load_case(case, layout="nnunet", merge_labels=True)
+    _, merged = load_case(case, layout="nnunet", label_choice=LabelChoice(merge=True))
     assert kept.tolist() == [[[0, 1], [2, 4]]] and merged.tolist() == [[[0, 1], [1, 1]]]
+    _, chosen = load_case(case, layout="nnunet", label_choice=LabelChoice(keep=(1, 4)))
+    assert chosen.tolist() == [[[0, 1], [0, 4]]]
+    _, both = load_case(case, layout="nnunet", label_choice=LabelChoice((2, 4), merge=True))
+    assert both.tolist() == [[[0, 0], [1, 1]]]
+
+
+def test_label_values_and_class_names():
+    assert parse_label_values("3,1, 3") == (1, 3)
+    for bad in ("", "a,b", "0,1", "-2"):
+        with pytest.raises(InputError, match="--labels"):
+            parse_label_values(bad)
+    names = {1: "vocal folds", 2: "tissue", 3: "glottal space"}
+    assert class_names(names, LabelChoice((1, 3))) == names
+    assert class_names(names, LabelChoice((3,), merge=True)) == {1: "glottal space"}
+    assert class_names(names, LabelChoice(merge=True)) == {1: "foreground"}
 
 
 def test_automatic_volume_is_propagated_and_scored_per_plane():

@@ -12,6 +12,7 @@ from PIL import Image as PILImage
 
 from automedseg.checkpoints import save_checkpoint
 from automedseg.errors import InputError, WeightsError
+from automedseg.evaluate.datasets import LabelChoice
 from automedseg.prompt.yolonas import (
     YoloNasPrompter,
     build_yolonas,
@@ -137,6 +138,7 @@ def test_train_one_epoch_resume_and_load(tmp_path):
     assert {"mAP50", "recall", "precision", "f1"} <= set(card["val_metrics"])
     assert 0.0 <= card["score_threshold"] <= 1.0 and card["epochs"] == 1
     assert card["training"]["merge_labels"] is False
+    assert card["training"]["keep_labels"] is None
 
     train_yolonas(data, out, epochs=2, input_size=64, resume=True, progress=False)
     log = (out / "train.log").read_text()
@@ -184,7 +186,9 @@ def test_a_class_missing_from_validation_is_a_warning(tmp_path):
     # merged, both labels are one class, which validation has: no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        train, _, labels, _, _ = load_samples(data, size=64, merge_labels=True, say=print)
+        train, _, labels, _, _ = load_samples(
+            data, size=64, label_choice=LabelChoice(merge=True), say=print
+        )
     assert labels == {1: "foreground"} and sum(len(s.boxes) for s in train) == 10
     assert {int(v) for s in train for v in s.labels} == {1}
 

@@ -104,11 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="automatic mode on volumes/sequences: prompt each slice on its own",
     )
-    ev.add_argument(
-        "--merge-labels",
-        action="store_true",
-        help="score every non-zero label as one foreground (e.g. whole tumour)",
-    )
+    _label_options(ev, "score")
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     commands.add_parser("tasks", help="list the shipped tasks and their prompters")
@@ -148,13 +144,29 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--task", help="task name recorded in the card")
     tp.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     tp.add_argument("--limit", type=int, help="use only the first N cases (head only)")
-    tp.add_argument(
-        "--merge-labels",
-        action="store_true",
-        help="train on every non-zero label as one class (e.g. whole tumour)",
-    )
+    _label_options(tp, "train on")
     tp.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
+
+
+def _label_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument(
+        "--labels",
+        metavar="V,V",
+        help=f"{verb} only these mask label values, e.g. 1,3 (the others are background)",
+    )
+    parser.add_argument(
+        "--merge-labels",
+        action="store_true",
+        help=f"{verb} every (chosen) non-zero label as one class (e.g. whole tumour)",
+    )
+
+
+def _label_choice(args: argparse.Namespace):
+    from automedseg.evaluate.datasets import LabelChoice, parse_label_values
+
+    keep = None if args.labels is None else parse_label_values(args.labels)
+    return LabelChoice(keep, args.merge_labels)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,7 +233,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         weights=args.weights,
         task=args.task,
         prompter=args.prompter,
-        merge_labels=args.merge_labels,
+        label_choice=_label_choice(args),
         propagate=not args.no_propagation,
         progress=not args.no_progress,
     )
@@ -256,7 +268,7 @@ def _train_prompter(args: argparse.Namespace) -> int:
         card = train_head(
             args.data, args.out, val_fraction=args.val_fraction, epochs=args.epochs or 30,
             cache=args.cache, resume=args.resume, channel=args.channel, task=args.task,
-            seed=args.seed, merge_labels=args.merge_labels, limit=args.limit,
+            seed=args.seed, label_choice=_label_choice(args), limit=args.limit,
             progress=progress,
         )  # fmt: skip
     else:
@@ -265,7 +277,7 @@ def _train_prompter(args: argparse.Namespace) -> int:
         card = train_yolonas(
             args.data, args.out, val_fraction=args.val_fraction, epochs=args.epochs or 50,
             resume=args.resume, boxes_file=args.boxes, channel=args.channel, seed=args.seed,
-            merge_labels=args.merge_labels, progress=progress,
+            label_choice=_label_choice(args), progress=progress,
         )  # fmt: skip
     print(f"trained prompter: {card}")
     return 0

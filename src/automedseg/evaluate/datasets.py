@@ -40,6 +40,46 @@ class Case:
     """Why the case cannot be evaluated (missing mask, …), or None."""
 
 
+@dataclass(frozen=True)
+class LabelChoice:
+    """Which labels of the manual masks count: all of them, or only ``keep`` (the others
+    become background); with ``merge`` every counted label becomes one foreground, 1 (e.g.
+    BraTS labels 1-4 → whole tumour)."""
+
+    keep: tuple[int, ...] | None = None
+    merge: bool = False
+
+    def apply(self, truth: np.ndarray) -> np.ndarray:
+        if self.keep is not None:
+            truth = np.where(np.isin(truth, self.keep), truth, 0).astype(truth.dtype)
+        return (truth > 0).astype(np.uint8) if self.merge else truth
+
+    def as_dict(self) -> dict:
+        """For cards and cache keys: ``keep_labels`` (list or None) and ``merge_labels``."""
+        keep = None if self.keep is None else [int(v) for v in self.keep]
+        return {"keep_labels": keep, "merge_labels": self.merge}
+
+
+def class_names(label_names: dict[int, str], choice: LabelChoice) -> dict[int, str]:
+    """Names of the classes a choice yields: the data set's names, or for merged labels the
+    name of the only kept/named label, else "foreground"."""
+    if not choice.merge:
+        return dict(label_names)
+    named = [n for v, n in label_names.items() if v != 0 and (not choice.keep or v in choice.keep)]
+    return {1: named[0] if len(named) == 1 else "foreground"}
+
+
+def parse_label_values(text: str) -> tuple[int, ...]:
+    """ "1,3" → (1, 3); a clear error for anything but positive integers."""
+    try:
+        values = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise InputError(f"--labels takes positive label values separated by commas, not {text!r}")
+    return values
+
+
 @dataclass
 class DataSet:
     root: Path
@@ -173,15 +213,15 @@ def _dataset_json(root: Path) -> dict:
 
 
 def load_case(
-    case: Case, channel: int = 0, layout: str = "2d", merge_labels: bool = False
+    case: Case, channel: int = 0, layout: str = "2d", label_choice: LabelChoice | None = None
 ) -> tuple[Image, np.ndarray]:
     """The case's image (one channel) and its ground-truth label map, shapes checked.
 
     A sequence (frames/<seq>/) becomes a stack of frames along axis 0, evaluated frame by frame.
-    ``merge_labels`` turns every non-zero label into 1 (e.g. BraTS labels 1-4 → whole tumour).
+    ``label_choice`` selects or merges labels (default: all labels as they are).
     """
     image, truth = _load(case, channel, layout)
-    return image, (truth > 0).astype(np.uint8) if merge_labels else truth
+    return image, truth if label_choice is None else label_choice.apply(truth)
 
 
 def _load(case: Case, channel: int, layout: str) -> tuple[Image, np.ndarray]:

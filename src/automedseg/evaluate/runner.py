@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from automedseg.errors import AutomedsegError
-from automedseg.evaluate.datasets import Case, DataSet, find_cases, load_case
+from automedseg.evaluate.datasets import Case, DataSet, LabelChoice, find_cases, load_case
 from automedseg.evaluate.metrics import (
     detection_scores,
     label_metrics,
@@ -158,16 +158,16 @@ def evaluate(
     weights: str | Path | None = None,
     task: str | None = None,
     prompter: str | Path | None = None,
-    merge_labels: bool = False,
+    label_choice: LabelChoice | None = None,
     propagate: bool = True,
     progress: bool = True,
 ) -> dict:
     """Evaluate LiteMedSAM on a data set; write per_case.csv, summary.json, report.md, plots.
 
     ``prompts`` is "oracle" (boxes from the ground truth), "auto" (boxes from the prompter
-    of ``task`` or of the ``prompter`` card) or "both". ``merge_labels`` scores every non-zero
-    label as one foreground. Volumes and sequences in automatic mode are propagated slice to
-    slice (``propagate``) or prompted slice by slice. Returns the summary.
+    of ``task`` or of the ``prompter`` card) or "both". ``label_choice`` scores only some labels,
+    or every label as one foreground. Volumes and sequences in automatic mode are propagated
+    slice to slice (``propagate``) or prompted slice by slice. Returns the summary.
     """
     from automedseg.checkpoints import read_card
     from automedseg.evaluate.report import write_report
@@ -199,7 +199,7 @@ def evaluate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = Evaluation(
-        predictor, finder, modes, dataset.layout, channel, nsd_tolerance_mm, merge_labels,
+        predictor, finder, modes, dataset.layout, channel, nsd_tolerance_mm, label_choice,
         propagate,
     )  # fmt: skip
     rows: list[dict] = []
@@ -226,7 +226,7 @@ def evaluate(
         threads=_torch_threads(),
         segmenter="LiteMedSAM",
         nsd_tolerance_mm=nsd_tolerance_mm,
-        merge_labels=merge_labels,
+        **(label_choice or LabelChoice()).as_dict(),
         propagate=propagate,
         models_mb=models_mb,
         prompter=None if finder is None else str(card_path),
@@ -250,7 +250,7 @@ class Evaluation:
     layout: str
     channel: int = 0
     nsd_tolerance_mm: float = 2.0
-    merge_labels: bool = False
+    label_choice: LabelChoice | None = None
     propagate: bool = True
     times: dict[str, PlaneTimes] = field(default_factory=dict)
     io_ms: list[float] = field(default_factory=list)
@@ -262,7 +262,7 @@ class Evaluation:
         """CSV rows (one per mode and label) for one case, or one error row per mode."""
         t0 = time.perf_counter()
         try:
-            image, truth = load_case(case, self.channel, self.layout, self.merge_labels)
+            image, truth = load_case(case, self.channel, self.layout, self.label_choice)
         except AutomedsegError as error:
             return [_error_row(case.case_id, mode, error) for mode in self.modes]
         ms_io = (time.perf_counter() - t0) * 1000

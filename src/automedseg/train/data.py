@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from automedseg.errors import InputError
-from automedseg.evaluate.datasets import DataSet, load_case
+from automedseg.evaluate.datasets import DataSet, LabelChoice, load_case
 from automedseg.segment.intensity import to_unit_range
 
 
@@ -49,7 +49,7 @@ def iter_planes(
     channel: int = 0,
     empty_fraction: float = 0.0,
     seed: int = 0,
-    merge_labels: bool = False,
+    label_choice: LabelChoice | None = None,
 ) -> Iterator[Plane]:
     """Planes of the given cases (all usable cases when None), skipping unreadable ones.
 
@@ -61,7 +61,7 @@ def iter_planes(
     for case in data.cases:
         if case.problem or (wanted is not None and case.case_id not in wanted):
             continue
-        image, truth = load_case(case, channel, data.layout, merge_labels)
+        image, truth = load_case(case, channel, data.layout, label_choice)
         unit = to_unit_range(image)
         if image.spatial_dims == 2:
             yield Plane(case.case_id, None, unit, truth)

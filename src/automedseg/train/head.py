@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from automedseg import io
 from automedseg.checkpoints import save_checkpoint
 from automedseg.errors import InputError
-from automedseg.evaluate.datasets import find_cases
+from automedseg.evaluate.datasets import LabelChoice, class_names, find_cases
 from automedseg.evaluate.metrics import detection_scores, match_detections
 from automedseg.prompt.head import EmbeddingHead, boxes_from_probabilities
 from automedseg.train.data import iter_planes, split_cases
@@ -142,7 +142,7 @@ def train_head(
     empty_fraction: float = 0.1,
     task: str | None = None,
     seed: int = 0,
-    merge_labels: bool = False,
+    label_choice: LabelChoice | None = None,
     limit: int | None = None,
     progress: bool = True,
     predictor=None,
@@ -161,6 +161,7 @@ def train_head(
     )
 
     started = time.perf_counter()
+    label_choice = label_choice or LabelChoice()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = TrainLog(out / "train.log")
@@ -174,19 +175,19 @@ def train_head(
         "segmenter_sha256": PACKAGED_WEIGHTS_SHA256,
         "data": str(Path(data).resolve()),
         "channel": channel,
-        "merge_labels": merge_labels,
+        **label_choice.as_dict(),
     }
     open_cache(cache_dir, cache_key)
     predictor = predictor or LiteMedSAMPredictor(load_litemedsam())
     log(f"caching embeddings of {len(train_ids)} train + {len(val_ids)} val cases in {cache_dir}")
     train = cache_planes(
-        iter_planes(dataset, train_ids, channel, empty_fraction, seed, merge_labels),
+        iter_planes(dataset, train_ids, channel, empty_fraction, seed, label_choice),
         predictor,
         cache_dir,
         progress=progress,
     )  # fmt: skip
     val = cache_planes(
-        iter_planes(dataset, val_ids, channel, empty_fraction, seed + 1, merge_labels),
+        iter_planes(dataset, val_ids, channel, empty_fraction, seed + 1, label_choice),
         predictor,
         cache_dir,
         progress=progress,
@@ -234,7 +235,7 @@ def train_head(
     _, probabilities = validate(head, val, labels, batch_size)
     threshold, scores = choose_threshold(val, probabilities, labels, min_area)
     log(f"score threshold {threshold}: {scores}")
-    names = dataset.label_names
+    names = class_names(dataset.label_names, label_choice)
     card = {
         "kind": "head",
         "task": task,
@@ -255,7 +256,7 @@ def train_head(
             "val_fraction": val_fraction,
             "seed": seed,
             "channel": channel,
-            "merge_labels": merge_labels,
+            **label_choice.as_dict(),
             "case_limit": limit,
             "epochs": epochs,
             "batch_size": batch_size,

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from automedseg.errors import InputError
+from automedseg.evaluate.datasets import LabelChoice
 from automedseg.evaluate.metrics import detection_metrics
 from automedseg.prompt.yolonas import KIND, build_yolonas, select_boxes
 from automedseg.train.yolonas_data import (
@@ -180,7 +181,7 @@ def train_yolonas(
     ema_decay: float = 0.999,
     iou_threshold: float = 0.5,
     empty_fraction: float = 0.1,
-    merge_labels: bool = False,
+    label_choice: LabelChoice | None = None,
     augmentation: Augmentation | None = Augmentation(),  # noqa: B008 (frozen: immutable)
     threads: int | None = None,
 ) -> Path:
@@ -191,9 +192,9 @@ def train_yolonas(
     Boxes come from the masks (one per connected component of each label) or, for a 2D
     ``images/`` folder, from ``boxes_file`` (COCO JSON, YOLO labels/ folder or Kvasir JSON).
     Volumes and sequences give every plane with foreground plus ``empty_fraction`` of the
-    others. ``merge_labels`` trains every non-zero mask label as one class, 1 (e.g. all BraTS
-    tumour labels). ``input_size`` must be a multiple of 32. Every line of the log also goes to
-    ``log`` when given; ``progress`` shows a bar over each epoch's batches.
+    others. ``label_choice`` keeps only some mask labels, or trains them as one class, 1
+    (e.g. all BraTS tumour labels). ``input_size`` must be a multiple of 32. Every line of the
+    log also goes to ``log`` when given; ``progress`` shows a bar over each epoch's batches.
 
     Raises ``InputError`` when there is no foreground to learn from. A class found in the
     training cases but not in the validation cases is a **warning** (its detection is just
@@ -233,7 +234,7 @@ def train_yolonas(
             channel=channel,
             size=input_size,
             empty_fraction=empty_fraction,
-            merge_labels=merge_labels,
+            label_choice=label_choice,
             say=say,
         )
         values = np.array(sorted(labels), dtype=np.int64)
@@ -393,7 +394,7 @@ def train_yolonas(
                 "ema_decay": ema_decay,
                 "seed": seed,
                 "val_fraction": val_fraction,
-                "merge_labels": merge_labels,
+                **(label_choice or LabelChoice()).as_dict(),
                 "augmentation": None if augmentation is None else asdict(augmentation),
                 "weights": "random init (no pretraining)",
             },

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from automedseg.errors import InputError
+from automedseg.evaluate.datasets import LabelChoice
 from automedseg.prompt.yolonas import letterbox, resize_image, resized_shape
 
 if TYPE_CHECKING:
@@ -122,15 +123,15 @@ def samples_from_masks(
     size: int,
     empty_fraction: float,
     seed: int,
-    merge_labels: bool = False,
+    label_choice: LabelChoice | None = None,
 ) -> list[Sample]:
-    """Samples of the given cases with one box per connected component of each label (of
-    the foreground as a whole, label 1, with ``merge_labels``)."""
+    """Samples of the given cases with one box per connected component of each label chosen
+    by ``label_choice`` (default: every label)."""
     from automedseg.prompt.oracle import oracle_boxes
     from automedseg.train.data import iter_planes
 
     samples = []
-    for plane in iter_planes(data, case_ids, channel, empty_fraction, seed, merge_labels):
+    for plane in iter_planes(data, case_ids, channel, empty_fraction, seed, label_choice):
         boxes = oracle_boxes(plane.labels)
         samples.append(
             make_sample(plane.case_id, plane.index, plane.image, boxes.xyxy, boxes.labels, size)
@@ -183,7 +184,7 @@ def load_samples(
     channel: int = 0,
     size: int = 320,
     empty_fraction: float = 0.1,
-    merge_labels: bool = False,
+    label_choice: LabelChoice | None = None,
     say: Callable[[str], None] = print,
 ) -> tuple[list[Sample], list[Sample], dict[int, str], list[str], list[str]]:
     """(train samples, validation samples, labels {value: name}, train ids, validation ids).
@@ -191,9 +192,8 @@ def load_samples(
     The labels are those of the training samples; boxes of a label found only in validation
     are dropped (the model cannot learn it). Raises ``InputError`` when the training samples
     hold no box; warns (``say`` and ``warnings.warn``) for a class absent from validation.
-    ``merge_labels`` makes every non-zero label of the masks one class, 1 (e.g. BraTS labels
-    1-4 → whole tumour), named after the data set's only label or else "foreground"; a box
-    file is not affected.
+    ``label_choice`` keeps only some labels of the masks or makes them one class, 1 (e.g.
+    BraTS labels 1-4 → whole tumour); a box file is not affected.
     """
     from automedseg.train.data import split_cases
 
@@ -206,7 +206,7 @@ def load_samples(
         train = [s for s in everything if s.case_id not in chosen]
         val = [s for s in everything if s.case_id in chosen]
     else:
-        from automedseg.evaluate.datasets import find_cases
+        from automedseg.evaluate.datasets import class_names, find_cases
 
         data = find_cases(root)
         usable = [c.case_id for c in data.cases if not c.problem]
@@ -214,13 +214,11 @@ def load_samples(
             raise InputError("no case with both an image and a mask", root)
         train_ids, val_ids = split_cases(usable, val_fraction, seed)
         options = (channel, size, empty_fraction)
-        train = samples_from_masks(data, train_ids, *options, seed, merge_labels)
-        val = samples_from_masks(data, val_ids, *options, seed + 1, merge_labels)
+        train = samples_from_masks(data, train_ids, *options, seed, label_choice)
+        val = samples_from_masks(data, val_ids, *options, seed + 1, label_choice)
         found = sorted({int(v) for s in train + val for v in s.labels})
-        names = {v: data.label_names.get(v, f"class_{v}") for v in found}
-        if merge_labels:
-            named = [name for value, name in data.label_names.items() if value != 0]
-            names = {1: named[0] if len(named) == 1 else "foreground"}
+        known = class_names(data.label_names, label_choice or LabelChoice())
+        names = {v: known.get(v, f"class_{v}") for v in found}
 
     train_values = {int(v) for s in train for v in s.labels}
     val_values = {int(v) for s in val for v in s.labels}
