@@ -53,6 +53,9 @@ def segment_files(
     propagate: bool = True,
     progress: bool = True,
     on_error: Callable[[AutomedsegError], None] | None = None,
+    segmenter: str = "litemedsam",
+    checkpoint: str | Path | None = None,
+    image_size: int = 512,
 ) -> list[CaseOutcome]:
     """Segment each input and write mask, overlay and JSON into ``out``.
 
@@ -61,6 +64,11 @@ def segment_files(
     ``prompter`` card (a volume's objects are propagated slice to slice, or with
     ``propagate=False`` every slice is prompted on its own). A bad input is reported
     (``on_error``) and skipped; nothing half-written is left for it.
+
+    ``segmenter="medsam2"`` segments with SAM2.1-tiny (the ``sam2`` package) loaded from
+    ``checkpoint`` (e.g. MedSAM2's) at ``image_size`` 512 or 1024: the prompts seed each object
+    on one slice or frame and SAM2's memory propagates it (a 2D image is a one-frame video);
+    LiteMedSAM (``weights``) then only serves a prompter that reads its embedding.
     """
     if modality is not None and modality not in MODALITIES:
         raise AutomedsegError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
@@ -79,7 +87,24 @@ def segment_files(
             "no prompts: pass --task NAME (automatic; see `automedseg tasks`), "
             "--prompter CARD.json, or --box X0 Y0 X1 Y1 for each object"
         )
-    predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else Path(weights)))
+    sam2_model = None
+    if segmenter == "medsam2":
+        from automedseg.segment.medsam2 import build_sam2, import_sam2, segment_image_sam2
+
+        import_sam2()  # a missing package first: one line saying how to install it
+        if checkpoint is None:
+            raise AutomedsegError(
+                "--segmenter medsam2 needs --checkpoint PATH (a MedSAM2 or SAM2.1-tiny "
+                "checkpoint; none is shipped)"
+            )
+        if not propagate:
+            raise AutomedsegError("--no-propagation applies to --segmenter litemedsam only")
+        sam2_model = build_sam2(image_size, Path(checkpoint))
+    elif segmenter != "litemedsam":
+        raise AutomedsegError(f"unknown segmenter {segmenter!r}; choose litemedsam or medsam2")
+    predictor = None
+    if sam2_model is None or getattr(finder, "uses_embedding", False):
+        predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else Path(weights)))
     out = Path(out)
     outcomes = []
     for path in _progress([Path(p) for p in inputs], enabled=progress):
@@ -94,7 +119,12 @@ def segment_files(
             if z is None and boxes and image.spatial_dims == 3:
                 z = image.shape[0] // 2  # a user's boxes are drawn on one slice
             try:
-                result = segment_image(image, finder, predictor, z, propagate)
+                if sam2_model is not None:
+                    result = segment_image_sam2(
+                        image, finder, sam2_model, z, predictor, progress=progress
+                    )
+                else:
+                    result = segment_image(image, finder, predictor, z, propagate)
             except AutomedsegError as error:
                 if error.path is None:  # name the file the problem belongs to
                     raise type(error)(str(error), path) from None

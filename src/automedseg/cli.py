@@ -60,6 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--weights", help="LiteMedSAM state_dict (default: the packaged weights)")
     seg.add_argument(
+        "--segmenter",
+        choices=("litemedsam", "medsam2"),
+        default="litemedsam",
+        help="litemedsam (default): LiteMedSAM, boxes carried slice to slice; medsam2: "
+        "SAM2.1-tiny (needs the sam2 package and --checkpoint), objects seeded once and "
+        "propagated with SAM2's memory",
+    )
+    seg.add_argument(
+        "--checkpoint",
+        help="MedSAM2 / SAM2.1-tiny checkpoint (.pt) for --segmenter medsam2",
+    )
+    seg.add_argument(
+        "--image-size",
+        type=int,
+        choices=(512, 1024),
+        default=512,
+        help="medsam2 input size: 512 (MedSAM2, default) or 1024 (SAM2.1)",
+    )
+    seg.add_argument(
         "--no-propagation",
         action="store_true",
         help="do not propagate: segment only --slice (with --box), or prompt every slice "
@@ -208,6 +227,9 @@ def _segment(args: argparse.Namespace) -> int:
         propagate=not args.no_propagation,
         progress=not args.no_progress,
         on_error=report,
+        segmenter=args.segmenter,
+        checkpoint=args.checkpoint,
+        image_size=args.image_size,
     )
     for outcome in outcomes:
         if outcome.empty:

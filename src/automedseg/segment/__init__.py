@@ -1,1 +1,1 @@
-"""Image + boxes → masks: LiteMedSAM (and later SAM2/MedSAM2)."""
+"""Image + boxes → masks: LiteMedSAM (``litemedsam``) and SAM2.1 / MedSAM2 (``medsam2``)."""
