@@ -147,6 +147,7 @@ def test_cli_volume_with_a_box_on_one_slice(tmp_path, checkpoint, capsys):
     assert [o["label"] for o in summary["objects"]] == [1, 2]
     assert [o["slice_index"] for o in summary["objects"]] == [1, 1]
     assert summary["objects"][0]["box_xyxy"] == [15, 20, 40, 45]
+    assert summary["segmenter"] == "SAM2.1-hiera-tiny"
 
 
 def test_cli_frame_folder_is_a_video(tmp_path, checkpoint, capsys):

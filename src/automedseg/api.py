@@ -228,7 +228,7 @@ def describe(image: Image, result: Result) -> dict:
         "spacing_mm": [round(s, 6) for s in spacing],
         "spacing_order": "zyx" if dims == 3 else "yx",
         "box_convention": "XYXY, inclusive pixel indices of the original image (or slice)",
-        "segmenter": "LiteMedSAM",
+        "segmenter": result.segmenter,
         "objects": objects,
         "labels": labels,
     }

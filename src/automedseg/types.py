@@ -152,3 +152,5 @@ class Result:
     """For a volume: the slice (axis 0) each box was found on."""
     instance_map: np.ndarray | None = None
     """Object numbers 1..N (box order) with the label map's shape, when objects are known."""
+    segmenter: str = "LiteMedSAM"
+    """The model that made the masks (recorded in the JSON output)."""

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 """SAM2.1 hiera-tiny, from the installed sam2 package's own configs."""
 IMAGE_SIZES = (512, 1024)
+NAME = "SAM2.1-hiera-tiny"
+"""Recorded as the segmenter of its results (MedSAM2 is this architecture fine-tuned)."""
 """512 is MedSAM2's input size, 1024 SAM2.1's."""
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -359,12 +361,15 @@ def segment_image_sam2(
         times[stage] = times.get(stage, 0.0) + seconds
     boxes = _concat([seeds[z] for z in sorted(seeds)])
     if image.spatial_dims == 2:
-        return Result(tracking.label_map[0], boxes, instance_map=tracking.instance_map[0])
+        return Result(
+            tracking.label_map[0], boxes, instance_map=tracking.instance_map[0], segmenter=NAME
+        )
     return Result(
         tracking.label_map,
         boxes,
         box_slices=np.asarray(seed_frames, int),
         instance_map=tracking.instance_map,
+        segmenter=NAME,
     )
 
 
