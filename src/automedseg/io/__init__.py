@@ -13,6 +13,7 @@ from automedseg.io.read import read_image, read_label_map
 from automedseg.io.video import read_video, write_overlay_video
 from automedseg.io.writers import (
     write_animated_gif,
+    write_bytes,
     write_figure,
     write_json,
     write_label_png,
@@ -26,6 +27,7 @@ __all__ = [
     "read_label_map",
     "read_video",
     "write_animated_gif",
+    "write_bytes",
     "write_dicom_seg",
     "write_figure",
     "write_frame_masks",

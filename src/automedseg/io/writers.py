@@ -113,6 +113,14 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return path
 
 
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write raw bytes (a serialised model) atomically. Returns the path."""
+    path = Path(path)
+    with atomic_open(path) as f:
+        f.write(data)
+    return path
+
+
 def write_figure(path: str | os.PathLike[str], figure: Any, dpi: int = 120) -> Path:
     """Save a matplotlib figure as PNG atomically. Returns the path."""
     path = Path(path)

@@ -26,9 +26,8 @@ from torch import nn
 
 from automedseg.checkpoints import file_sha256
 from automedseg.errors import WeightsError
+from automedseg.segment.model_space import EMBEDDING_SIZE, IMAGE_SIZE, resized_shape
 
-IMAGE_SIZE = 256
-EMBEDDING_SIZE = 64
 PACKAGED_WEIGHTS_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 
 
@@ -224,13 +223,6 @@ def preprocess(image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
     tensor = (tensor - lo) / torch.clamp(hi - lo, min=1e-8)
     tensor = F.pad(tensor, (0, IMAGE_SIZE - new_w, 0, IMAGE_SIZE - new_h))
     return tensor, (new_h, new_w)
-
-
-def resized_shape(original_hw: tuple[int, int]) -> tuple[int, int]:
-    """(h, w) of an image resized so that its longest side is 256 (before padding)."""
-    h, w = original_hw
-    scale = IMAGE_SIZE / max(h, w)
-    return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
 def postprocess(
