@@ -6,6 +6,7 @@ box score threshold on validation → save safetensors + card.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -75,7 +76,8 @@ def learning_rate_at(epoch: int, epochs: int, peak: float, warmup: int = 2) -> f
     if epoch <= warmup:
         return peak * epoch / (warmup + 1)
     progress = (epoch - warmup) / max(epochs - warmup, 1)
-    return peak * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0))))
+    # a Python float: it goes into the optimizer state, which last.pt loads with weights_only
+    return float(peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))))
 
 
 def train_one_epoch(head, optimizer, entries, labels, batch_size, rng) -> float:
