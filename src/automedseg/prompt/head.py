@@ -38,9 +38,14 @@ class ResidualBlock(nn.Module):
 
 
 class EmbeddingHead(nn.Module):
-    """(B, 256, 64, 64) embedding → (B, K, 128, 128) class logits (half the model's input)."""
+    """(B, 256, 64, 64) embedding → (B, K, 128, 128) class logits (half the model's input).
 
-    def __init__(self, num_classes: int, width: int = 96, depth: int = 3) -> None:
+    Residual block i has dilation 2**i: depth 5 sees the whole 64×64 embedding, which large
+    objects need (a polyp filling half the image has few local cues in its interior); on the
+    Kvasir validation split it lowered the validation loss from 0.39 (depth 3) to 0.35.
+    """
+
+    def __init__(self, num_classes: int, width: int = 96, depth: int = 5) -> None:
         super().__init__()
         self.num_classes, self.width, self.depth = num_classes, width, depth
         self.reduce = nn.Sequential(
