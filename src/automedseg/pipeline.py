@@ -133,19 +133,9 @@ def segment_image(
         seg = segment_plane(unit[z], prompter, segmenter)
         label_map[z] = seg.label_map()
         found.append((z, seg.boxes))
-    boxes = _stack_boxes([b for _, b in found])
+    boxes = Boxes.concat([b for _, b in found])
     slices = np.concatenate([np.full(len(b), z) for z, b in found]) if found else np.zeros(0)
     return Result(_smallest_dtype(label_map), boxes, slice_index=slice_index, box_slices=slices)
-
-
-def _stack_boxes(parts: list[Boxes]) -> Boxes:
-    if not parts:
-        return Boxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0))
-    return Boxes(
-        np.concatenate([b.xyxy for b in parts]),
-        np.concatenate([b.labels for b in parts]),
-        np.concatenate([b.scores for b in parts]),
-    )
 
 
 def _smallest_dtype(label_map: np.ndarray) -> np.ndarray:

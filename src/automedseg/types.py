@@ -109,6 +109,17 @@ class Boxes:
         xyxy = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         return cls(xyxy, np.arange(1, len(xyxy) + 1), 1.0)
 
+    @classmethod
+    def concat(cls, parts: list[Boxes]) -> Boxes:
+        """All boxes of ``parts`` in order (none for an empty list)."""
+        if not parts:
+            return cls(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0))
+        return cls(
+            np.concatenate([b.xyxy for b in parts]),
+            np.concatenate([b.labels for b in parts]),
+            np.concatenate([b.scores for b in parts]),
+        )
+
     def __len__(self) -> int:
         return len(self.xyxy)
 

@@ -359,7 +359,7 @@ def segment_image_sam2(
     tracking = track_boxes(model, frames, seeds, progress)
     for stage, seconds in tracking.times.items():
         times[stage] = times.get(stage, 0.0) + seconds
-    boxes = _concat([seeds[z] for z in sorted(seeds)])
+    boxes = Boxes.concat([seeds[z] for z in sorted(seeds)])
     if image.spatial_dims == 2:
         return Result(
             tracking.label_map[0], boxes, instance_map=tracking.instance_map[0], segmenter=NAME
@@ -370,16 +370,6 @@ def segment_image_sam2(
         box_slices=np.asarray(seed_frames, int),
         instance_map=tracking.instance_map,
         segmenter=NAME,
-    )
-
-
-def _concat(parts: list[Boxes]) -> Boxes:
-    if not parts:
-        return Boxes(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0))
-    return Boxes(
-        np.concatenate([b.xyxy for b in parts]),
-        np.concatenate([b.labels for b in parts]),
-        np.concatenate([b.scores for b in parts]),
     )
 
 
