@@ -96,6 +96,10 @@ def test_train_head_writes_a_card_that_loads_and_resumes(tmp_path, predictor):
     log = (out / "train.log").read_text()
     assert "resumed after epoch 3" in log and "epoch 4/4" in log
     assert "epoch 1/4" not in log
+    (out / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="cannot resume"):
+        train_head(tmp_path / "data", out, epochs=5, resume=True, progress=False,
+                   predictor=predictor)  # fmt: skip
 
 
 def info_val_ids(out):

@@ -94,3 +94,23 @@ def load_checkpoint(card_path: str | Path) -> tuple[dict[str, Any], dict]:
     except Exception as error:  # safetensors raises its own error types
         raise WeightsError(f"not a readable safetensors file ({error})", weights) from None
     return card, state
+
+
+def read_training_state(path: str | Path) -> dict:
+    """A trainer's resume file (``last.pt``), loaded with ``weights_only=True``; a damaged or
+    foreign file is an ``InputError`` naming it."""
+    import torch
+
+    from automedseg.errors import InputError
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises pickle, zip and runtime errors alike
+        text = str(error).strip()
+        first = text.splitlines()[0] if text else type(error).__name__
+        raise InputError(
+            f"cannot resume: not a readable training checkpoint ({first})", path
+        ) from None
+    if not isinstance(saved, dict):
+        raise InputError("cannot resume: not a training checkpoint", path)
+    return saved

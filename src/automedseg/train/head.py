@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from automedseg import io
-from automedseg.checkpoints import save_checkpoint
+from automedseg.checkpoints import read_training_state, save_checkpoint
 from automedseg.errors import InputError
 from automedseg.evaluate.datasets import LabelChoice, class_names, find_cases
 from automedseg.evaluate.metrics import detection_scores, match_detections
@@ -211,9 +211,16 @@ def train_head(
     first_epoch, best_loss, best_state, earlier_seconds = 1, float("inf"), None, 0.0
     last = out / "last.pt"
     if resume and last.is_file():
-        saved = torch.load(last, map_location="cpu", weights_only=True)
-        head.load_state_dict(saved["head"])
-        optimizer.load_state_dict(saved["optimizer"])
+        saved = read_training_state(last)
+        try:
+            head.load_state_dict(saved["head"])
+            optimizer.load_state_dict(saved["optimizer"])
+        except (KeyError, RuntimeError, ValueError):
+            raise InputError(
+                "cannot resume: this checkpoint is for another head or other labels "
+                "(use another output folder, or train without --resume)",
+                last,
+            ) from None
         first_epoch, best_loss, best_state = saved["epoch"] + 1, saved["best_loss"], saved["best"]
         earlier_seconds = float(saved.get("seconds", 0.0))  # time of the runs before this one
         log(f"resumed after epoch {saved['epoch']}")

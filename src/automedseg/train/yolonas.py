@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from automedseg.checkpoints import read_training_state
 from automedseg.errors import InputError
 from automedseg.evaluate.datasets import LabelChoice
 from automedseg.evaluate.metrics import detection_metrics
@@ -412,14 +413,8 @@ def train_yolonas(
 
 
 def _read_last(path: Path, config: dict) -> dict:
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        text = str(error).strip()
-        first = text.splitlines()[0] if text else type(error).__name__
-        message = f"cannot resume: not a readable training checkpoint ({first})"
-        raise InputError(message, path) from None
-    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+    saved = read_training_state(path)
+    if saved.get("format") != CHECKPOINT_FORMAT:
         raise InputError("cannot resume: not an automedseg YOLO-NAS training checkpoint", path)
     for key, value in config.items():
         if saved["config"].get(key) != value:
