@@ -157,8 +157,12 @@ def test_an_embedding_cache_made_for_other_options_is_refused(tmp_path):
 def test_every_shipped_task_loads_with_its_checked_weights():
     from automedseg.prompt import available_tasks
 
+    from automedseg.checkpoints import read_card
+    from automedseg.prompt import task_card
+
     tasks = available_tasks()
-    assert {"polyp", "lungs"} <= set(tasks)
+    assert {"polyp", "lungs", "brain-tumour"} <= set(tasks)
     for name in tasks:
         prompter = load_prompter(task=name)
-        assert name in prompter.labels.values() and 0 < prompter.score_threshold < 1
+        assert read_card(task_card(name))["task"] == name
+        assert all(prompter.labels.values()) and 0 < prompter.score_threshold < 1
