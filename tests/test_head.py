@@ -161,7 +161,7 @@ def test_every_shipped_task_loads_with_its_checked_weights():
     from automedseg.prompt import task_card
 
     tasks = available_tasks()
-    assert {"polyp", "lungs", "brain-tumour"} <= set(tasks)
+    assert {"polyp", "lungs", "brain-tumour", "larynx"} <= set(tasks)
     for name in tasks:
         prompter = load_prompter(task=name)
         assert read_card(task_card(name))["task"] == name
