@@ -11,7 +11,8 @@ import torch
 from automedseg import io
 from automedseg.errors import InputError, WeightsError
 from automedseg.prompt import load_prompter
-from automedseg.prompt.head import EmbeddingHead, HeadPrompter, boxes_from_probabilities
+from automedseg.prompt.components import boxes_from_probabilities
+from automedseg.prompt.head import EmbeddingHead, HeadPrompter
 
 
 def test_component_boxes_map_back_to_original_pixels():
@@ -155,10 +156,8 @@ def test_an_embedding_cache_made_for_other_options_is_refused(tmp_path):
 
 
 def test_every_shipped_task_loads_with_its_checked_weights():
-    from automedseg.prompt import available_tasks
-
     from automedseg.checkpoints import read_card
-    from automedseg.prompt import task_card
+    from automedseg.prompt import available_tasks, task_card
 
     tasks = available_tasks()
     assert {"polyp", "lungs", "brain-tumour", "larynx"} <= set(tasks)

@@ -26,7 +26,7 @@ from automedseg import __version__
 from automedseg.checkpoints import read_card
 from automedseg.deploy.transforms import postprocess, preprocess, resize_bilinear
 from automedseg.errors import WeightsError
-from automedseg.prompt.components import boxes_from_probabilities
+from automedseg.prompt.components import map_prompter_boxes
 from automedseg.segment.model_space import IMAGE_SIZE
 from automedseg.types import Boxes
 
@@ -221,14 +221,7 @@ class OnnxHeadPrompter:
     def find(self, image: np.ndarray, embedding: object | None = None) -> Boxes:
         if embedding is None:
             raise ValueError("the head prompter needs LiteMedSAM's embedding of the image")
-        return boxes_from_probabilities(
-            self.probabilities(np.asarray(embedding)),
-            image.shape[:2],
-            list(self.labels),
-            self.pixel_threshold,
-            self.score_threshold,
-            self.min_area_fraction,
-        )
+        return map_prompter_boxes(self, self.probabilities(np.asarray(embedding)), image.shape[:2])
 
 
 def load_onnx_head_prompter(path: str | Path, threads: int = 2) -> OnnxHeadPrompter:

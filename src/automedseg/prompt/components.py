@@ -47,3 +47,17 @@ def boxes_from_probabilities(
             labels.append(label)
             scores.append(float(peak))
     return Boxes(np.asarray(xyxy, np.float32).reshape(-1, 4), np.asarray(labels, int), scores)
+
+
+def map_prompter_boxes(prompter, probabilities: np.ndarray, original_hw: tuple[int, int]) -> Boxes:
+    """Boxes of a prompter that predicts class maps (the PyTorch and ONNX head prompters), with
+    its labels and thresholds (``labels``, ``pixel_threshold``, ``score_threshold``,
+    ``min_area_fraction``)."""
+    return boxes_from_probabilities(
+        probabilities,
+        original_hw,
+        list(prompter.labels),
+        prompter.pixel_threshold,
+        prompter.score_threshold,
+        prompter.min_area_fraction,
+    )

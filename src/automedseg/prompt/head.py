@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from automedseg.errors import WeightsError
-from automedseg.prompt.components import boxes_from_probabilities
+from automedseg.prompt.components import map_prompter_boxes
 from automedseg.segment.model_space import EMBEDDING_CHANNELS, IMAGE_SIZE
 from automedseg.types import Boxes
 
@@ -90,14 +90,7 @@ class HeadPrompter:
     def find(self, image: np.ndarray, embedding: object | None = None) -> Boxes:
         if not isinstance(embedding, torch.Tensor):
             raise ValueError("the head prompter needs LiteMedSAM's embedding of the image")
-        return boxes_from_probabilities(
-            self.probabilities(embedding),
-            image.shape[:2],
-            list(self.labels),
-            self.pixel_threshold,
-            self.score_threshold,
-            self.min_area_fraction,
-        )
+        return map_prompter_boxes(self, self.probabilities(embedding), image.shape[:2])
 
 
 def load_head_prompter(card_path: str | Path) -> HeadPrompter:

@@ -21,7 +21,8 @@ from automedseg.checkpoints import read_training_state, save_checkpoint
 from automedseg.errors import InputError
 from automedseg.evaluate.datasets import LabelChoice, class_names, find_cases
 from automedseg.evaluate.metrics import detection_scores, match_detections
-from automedseg.prompt.head import EmbeddingHead, boxes_from_probabilities
+from automedseg.prompt.components import boxes_from_probabilities
+from automedseg.prompt.head import EmbeddingHead
 from automedseg.train.data import iter_planes, split_cases
 from automedseg.train.embeddings import (
     CachedPlane,
