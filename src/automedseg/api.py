@@ -56,6 +56,8 @@ def segment_files(
     segmenter: str = "litemedsam",
     checkpoint: str | Path | None = None,
     image_size: int = 512,
+    runtime: str | None = None,
+    models: str | Path | None = None,
 ) -> list[CaseOutcome]:
     """Segment each input and write mask, overlay and JSON into ``out``.
 
@@ -69,27 +71,51 @@ def segment_files(
     ``checkpoint`` (e.g. MedSAM2's) at ``image_size`` 512 or 1024: the prompts seed each object
     on one slice or frame and SAM2's memory propagates it (a 2D image is a one-frame video);
     LiteMedSAM (``weights``) then only serves a prompter that reads its embedding.
+
+    ``runtime`` "onnx" or "int8" runs LiteMedSAM and a head prompter on ONNX Runtime, without
+    torch, from the model set ``models`` (written by ``automedseg quantize``) or the one the
+    ``task`` ships; by default the fastest runtime whose recorded fidelity is within budget
+    (``deploy.model_set.choose_runtime``).
     """
     if modality is not None and modality not in MODALITIES:
         raise AutomedsegError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
-    from automedseg.pipeline import FixedBoxes, segment_image
-    from automedseg.prompt import load_prompter
-    from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
+    from automedseg.deploy.model_set import choose_runtime, load_model_set, task_model_set
+    from automedseg.pipeline import FixedBoxes
 
-    if boxes:
-        if task or prompter:
-            raise PromptError("give either --box or --task/--prompter, not both")
-        finder = FixedBoxes(Boxes.from_list(list(boxes)))
-    elif task or prompter:
-        finder = load_prompter(task=task, card=prompter)
-    else:
+    if boxes and (task or prompter):
+        raise PromptError("give either --box or --task/--prompter, not both")
+    if not boxes and not (task or prompter):
         raise PromptError(
             "no prompts: pass --task NAME (automatic; see `automedseg tasks`), "
             "--prompter CARD.json, or --box X0 Y0 X1 Y1 for each object"
         )
+    model_set = Path(models) if models is not None else task_model_set(task)
+    if segmenter != "litemedsam" or weights is not None:
+        runtime = runtime or "torch"
+    runtime = choose_runtime(runtime, model_set)
+    if runtime != "torch":
+        if segmenter != "litemedsam" or weights is not None:
+            raise AutomedsegError(
+                f"--runtime {runtime} runs the exported LiteMedSAM: it does not take "
+                "--segmenter medsam2 or --weights (quantize those weights instead)"
+            )
+        sha = None if boxes else _prompter_sha256(task, prompter)
+        onnx_set = load_model_set(model_set, runtime, sha)
+        finder = onnx_set.prompter if not boxes else FixedBoxes(Boxes.from_list(list(boxes)))
+        return _segment_each(
+            inputs, out, finder, onnx_set.predictor, None, slice_index, boxes, modality,
+            window, propagate, progress, on_error,
+        )  # fmt: skip
+    from automedseg.prompt import load_prompter
+    from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
+
+    if boxes:
+        finder = FixedBoxes(Boxes.from_list(list(boxes)))
+    else:
+        finder = load_prompter(task=task, card=prompter)
     sam2_model = None
     if segmenter == "medsam2":
-        from automedseg.segment.medsam2 import build_sam2, import_sam2, segment_image_sam2
+        from automedseg.segment.medsam2 import build_sam2, import_sam2
 
         import_sam2()  # a missing package first: one line saying how to install it
         if checkpoint is None:
@@ -105,6 +131,35 @@ def segment_files(
     predictor = None
     if sam2_model is None or getattr(finder, "uses_embedding", False):
         predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else Path(weights)))
+    return _segment_each(
+        inputs, out, finder, predictor, sam2_model, slice_index, boxes, modality, window,
+        propagate, progress, on_error,
+    )  # fmt: skip
+
+
+def _prompter_sha256(task: str | None, prompter: str | Path | None) -> str:
+    from automedseg.checkpoints import read_card
+    from automedseg.prompt import task_card
+
+    return str(read_card(task_card(task) if task else Path(prompter or "")).get("sha256"))
+
+
+def _segment_each(
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    finder,
+    predictor,
+    sam2_model,
+    slice_index: int | None,
+    boxes,
+    modality: str | None,
+    window: tuple[float, float] | None,
+    propagate: bool,
+    progress: bool,
+    on_error: Callable[[AutomedsegError], None] | None,
+) -> list[CaseOutcome]:
+    from automedseg.pipeline import segment_image
+
     out = Path(out)
     outcomes = []
     for path in _progress([Path(p) for p in inputs], enabled=progress):
@@ -120,6 +175,8 @@ def segment_files(
                 z = image.shape[0] // 2  # a user's boxes are drawn on one slice
             try:
                 if sam2_model is not None:
+                    from automedseg.segment.medsam2 import segment_image_sam2
+
                     result = segment_image_sam2(
                         image, finder, sam2_model, z, predictor, progress=progress
                     )

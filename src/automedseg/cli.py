@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not propagate: segment only --slice (with --box), or prompt every slice "
         "on its own (with --task/--prompter)",
     )
+    _runtime_options(seg)
     seg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     ev = commands.add_parser(
@@ -124,9 +125,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="automatic mode on volumes/sequences: prompt each slice on its own",
     )
     _label_options(ev, "score")
+    _runtime_options(ev)
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     commands.add_parser("tasks", help="list the shipped tasks and their prompters")
+
+    qu = commands.add_parser(
+        "quantize",
+        help="INT8 models of a task for the lean ONNX Runtime",
+        description="Export a task's LiteMedSAM encoder, mask decoder and head prompter to ONNX, "
+        "quantize each with the candidate INT8 recipes, measure every candidate's Dice against "
+        "the float32 PyTorch pipeline on held-out calibration images, and keep the fastest "
+        "within --budget. Writes OUT/onnx/, OUT/int8/ and OUT/quantization.json; use them with "
+        "segment/evaluate --runtime onnx|int8 --models OUT.",
+    )
+    qu.add_argument("--task", help="a shipped task, e.g. polyp")
+    qu.add_argument("--prompter", help="a trained head prompter card (.json) instead of --task")
+    qu.add_argument(
+        "--calib",
+        help="images (or a data set folder) to calibrate on, like those you will segment; "
+        "default: the prompter's training data, training split only",
+    )
+    qu.add_argument("--out", required=True, help="output folder")
+    qu.add_argument(
+        "--budget",
+        type=float,
+        default=0.01,
+        help="largest Dice drop against float32 a recipe may cost (default 0.01)",
+    )
+    qu.add_argument(
+        "--images", type=int, default=64, help="calibration + held-out planes (default 64)"
+    )
+    qu.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
 
     train = commands.add_parser("train", help="train a prompter on your data")
     what = train.add_subparsers(dest="what", required=True)
@@ -181,6 +211,17 @@ def _label_options(parser: argparse.ArgumentParser, verb: str) -> None:
     )
 
 
+def _runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runtime",
+        choices=("torch", "onnx", "int8"),
+        help="torch: PyTorch; onnx / int8: ONNX Runtime with the float32 / INT8 models of "
+        "--models (no torch needed). Default: int8 when the task ships INT8 models within "
+        "their fidelity budget, else torch",
+    )
+    parser.add_argument("--models", help="model folder written by `automedseg quantize`")
+
+
 def _label_choice(args: argparse.Namespace):
     from automedseg.evaluate.datasets import LabelChoice, parse_label_values
 
@@ -199,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tasks()
         if args.command == "train":
             return _train_prompter(args)
+        if args.command == "quantize":
+            return _quantize(args)
     except AutomedsegError as error:
         print(f"automedseg: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -230,6 +273,8 @@ def _segment(args: argparse.Namespace) -> int:
         segmenter=args.segmenter,
         checkpoint=args.checkpoint,
         image_size=args.image_size,
+        runtime=args.runtime,
+        models=args.models,
     )
     for outcome in outcomes:
         if outcome.empty:
@@ -258,6 +303,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         label_choice=_label_choice(args),
         propagate=not args.no_propagation,
         progress=not args.no_progress,
+        runtime=args.runtime,
+        models=args.models,
     )
     for mode, m in summary["modes"].items():
         print(
@@ -279,6 +326,24 @@ def _tasks() -> int:
         card = read_card(path)
         labels = ", ".join(f"{k}={v}" for k, v in card["labels"].items())
         print(f"{name}: {card['kind']} prompter, labels {labels}, val {card.get('val_metrics')}")
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from automedseg.deploy.quantize_task import quantize_task
+
+    if bool(args.task) == bool(args.prompter):
+        raise AutomedsegError("give exactly one of --task NAME or --prompter CARD.json")
+    report = quantize_task(
+        args.out, task=args.task, prompter_card=args.prompter, calib=args.calib,
+        budget=args.budget, limit=args.images, threads=args.threads,
+    )  # fmt: skip
+    int8 = report["int8"]
+    print(
+        f"int8 models in {args.out}/int8: {int8['mb']} MB, Dice against float32 "
+        f"{int8['same_box_dice']} (same boxes) / {int8['auto_dice']} (automatic), "
+        f"{'within' if int8['within_budget'] else 'NOT within'} the budget {args.budget}"
+    )
     return 0
 
 

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from automedseg.evaluate.metrics import box_iou
 from automedseg.pipeline import BoxSegmenter
 from automedseg.prompt.base import Prompter
-from automedseg.types import Boxes
+from automedseg.types import Boxes, box_iou
 
 
 @dataclass

@@ -165,3 +165,20 @@ class Result:
     """Object numbers 1..N (box order) with the label map's shape, when objects are known."""
     segmenter: str = "LiteMedSAM"
     """The model that made the masks (recorded in the JSON output)."""
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU ``(N, M)`` of XYXY boxes ``(N, 4)`` and ``(M, 4)`` with inclusive pixel
+    corners (a box from x0 to x1 covers x1 - x0 + 1 pixels). Raises ``ValueError`` for an
+    inverted box."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    for boxes in (a, b):
+        if (boxes[:, 2] < boxes[:, 0]).any() or (boxes[:, 3] < boxes[:, 1]).any():
+            raise ValueError("boxes must be XYXY with x1 >= x0 and y1 >= y0")
+    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
+    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1
+    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1
+    inter = width.clip(min=0) * height.clip(min=0)
+    return inter / (area_a[:, None] + area_b[None, :] - inter)

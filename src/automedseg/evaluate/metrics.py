@@ -36,13 +36,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torchvision
 from monai.metrics import (
     compute_dice,
     compute_hausdorff_distance,
     compute_iou,
     compute_surface_dice,
 )
+
+from automedseg.types import box_iou
 
 __all__ = [
     "average_precision",
@@ -189,14 +190,6 @@ def _boxes(b: np.ndarray) -> torch.Tensor:
     if bool((t[:, 2] < t[:, 0]).any() or (t[:, 3] < t[:, 1]).any()):
         raise ValueError("boxes must be XYXY with x1 >= x0 and y1 >= y0")
     return t
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU ``(N, M)`` of XYXY boxes ``(N, 4)`` and ``(M, 4)`` with inclusive corners."""
-    ta, tb = _boxes(a), _boxes(b)
-    one = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
-    # Inclusive pixel corners -> half-open coordinates expected by torchvision.
-    return torchvision.ops.box_iou(ta + one, tb + one).numpy()
 
 
 def match_detections(

@@ -161,15 +161,20 @@ def evaluate(
     label_choice: LabelChoice | None = None,
     propagate: bool = True,
     progress: bool = True,
+    runtime: str | None = None,
+    models: str | Path | None = None,
 ) -> dict:
     """Evaluate LiteMedSAM on a data set; write per_case.csv, summary.json, report.md, plots.
 
     ``prompts`` is "oracle" (boxes from the ground truth), "auto" (boxes from the prompter
     of ``task`` or of the ``prompter`` card) or "both". ``label_choice`` scores only some labels,
     or every label as one foreground. Volumes and sequences in automatic mode are propagated
-    slice to slice (``propagate``) or prompted slice by slice. Returns the summary.
+    slice to slice (``propagate``) or prompted slice by slice. ``runtime`` "onnx"/"int8" runs
+    the ONNX models of ``models`` (or of the task) on ONNX Runtime (see
+    ``deploy.model_set``). Returns the summary.
     """
     from automedseg.checkpoints import read_card
+    from automedseg.deploy.model_set import choose_runtime, load_model_set, task_model_set
     from automedseg.evaluate.report import write_report
     from automedseg.prompt import load_prompter, task_card
     from automedseg.segment.litemedsam import (
@@ -193,9 +198,25 @@ def evaluate(
         weights_file = card_path.parent / card["weights_file"]
         models_mb[f"prompter ({card['kind']})"] = round(weights_file.stat().st_size / 1e6, 2)
     dataset = find_cases(data, split)
-    weights_path = Path(weights) if weights else packaged_weights_path()
-    predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else weights_path))
-    models_mb["litemedsam"] = round(weights_path.stat().st_size / 1e6, 2)
+    model_set = Path(models) if models is not None else task_model_set(task)
+    runtime = choose_runtime(runtime or ("torch" if weights else None), model_set)
+    if runtime == "torch":
+        weights_path = Path(weights) if weights else packaged_weights_path()
+        predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else weights_path))
+        models_mb["litemedsam"] = round(weights_path.stat().st_size / 1e6, 2)
+    else:
+        if weights:
+            raise AutomedsegError(f"--runtime {runtime} does not take --weights")
+        onnx_set = load_model_set(model_set, runtime, None if finder is None else card["sha256"])
+        predictor = onnx_set.predictor
+        models_mb = {}
+        parts = {"image encoder": predictor.encoder, "mask decoder": predictor.decoder}
+        if onnx_set.prompter is not None:
+            parts["prompter"] = onnx_set.prompter.model
+        for name, model in parts.items():
+            models_mb[f"{name} ({runtime})"] = round(model.path.stat().st_size / 1e6, 2)
+        if finder is not None:
+            finder = onnx_set.prompter
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = Evaluation(
@@ -223,7 +244,8 @@ def evaluate(
         label_names={str(k): v for k, v in dataset.label_names.items()},
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
-        threads=_torch_threads(),
+        threads=_torch_threads() if runtime == "torch" else _onnx_threads(predictor),
+        runtime=runtime,
         segmenter="LiteMedSAM",
         nsd_tolerance_mm=nsd_tolerance_mm,
         **(label_choice or LabelChoice()).as_dict(),
@@ -391,6 +413,10 @@ def _error_row(case_id: str, mode: str, error: AutomedsegError) -> dict:
     row = dict.fromkeys(CSV_FIELDS, "")
     row.update(case_id=case_id, mode=mode, error=str(error))
     return row
+
+
+def _onnx_threads(predictor) -> int:
+    return int(predictor.encoder.session.get_session_options().intra_op_num_threads)
 
 
 def _torch_threads() -> int:

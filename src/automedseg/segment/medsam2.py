@@ -272,8 +272,8 @@ def find_seeds(
     which is seeded on the frame where its box scores highest. Returns the seeds (frame →
     boxes, scores kept) and, per object in seed order, its frame.
     """
-    from automedseg.evaluate.metrics import box_iou
     from automedseg.pipeline import check_boxes
+    from automedseg.types import box_iou
 
     uses_embedding = getattr(prompter, "uses_embedding", False)
     if uses_embedding and embedder is None:

@@ -1,0 +1,284 @@
+"""``automedseg quantize``: a task's models → float32 ONNX → the INT8 set the measurements favour.
+
+Reads top to bottom: planes (calibration + held out) → export float32 ONNX (parity-checked)
+→ the PyTorch pipeline's outputs on the held-out planes as the reference → for the image
+encoder, then the mask decoder, then the prompter head: each candidate recipe measured
+against the reference (``deploy.fidelity``), the fastest within the Dice budget kept →
+the chosen set in OUT/int8 and the report OUT/quantization.json.
+
+Output layout (``deploy.model_set`` reads it)::
+
+    OUT/onnx/{image_encoder,mask_decoder,prompter}.onnx + .json   float32
+    OUT/int8/{image_encoder,mask_decoder,prompter}.onnx + .json   the chosen INT8 set
+    OUT/candidates/<model>-<recipe>.onnx + .json                   every recipe tried
+    OUT/quantization.json                                          the report
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from automedseg import __version__, io
+from automedseg.checkpoints import read_card
+from automedseg.deploy.calibration import Planes, calibration_planes
+from automedseg.deploy.fidelity import Fidelity, Runtime, measure, reference_outputs
+from automedseg.deploy.quantize import Recipe, quantize_model
+from automedseg.deploy.runtime import (
+    DECODER,
+    ENCODER,
+    OnnxHeadPrompter,
+    OnnxLiteMedSAMPredictor,
+    load_onnx_head_prompter,
+    load_onnx_model,
+)
+from automedseg.deploy.transforms import preprocess
+from automedseg.errors import AutomedsegError, WeightsError
+from automedseg.evaluate.datasets import LabelChoice
+
+REPORT = "quantization.json"
+FILES = {"encoder": "image_encoder", "decoder": "mask_decoder", "prompter": "prompter"}
+FLOAT32 = Recipe("float32", static=False, op_types=())
+"""Not a quantization: the candidate that keeps a model in float32."""
+RECIPES: dict[str, tuple[Recipe, ...]] = {
+    # Measured on Kvasir-SEG (runs/exp/quant.log, embedding cosine to float32): dynamic INT8
+    # MatMul/Gemm 0.998 and the fastest; static QDQ MatMul/Gemm 0.994 and slower; adding Conv
+    # ruins it (static 0.68, dynamic 0.62) - kept as a candidate so each run shows it again.
+    "encoder": (
+        Recipe("dynamic-matmul", static=False, op_types=("MatMul", "Gemm")),
+        Recipe("static-matmul", static=True, op_types=("MatMul", "Gemm")),
+        Recipe("static-matmul-conv", static=True, op_types=("MatMul", "Gemm", "Conv")),
+    ),
+    "decoder": (FLOAT32, Recipe("dynamic-matmul", static=False, op_types=("MatMul", "Gemm"))),
+    "prompter": (FLOAT32, Recipe("static-conv", static=True, op_types=("Conv",))),
+}
+
+
+@dataclass
+class Candidate:
+    model: str
+    recipe: Recipe
+    card: Path
+    fidelity: Fidelity | None = None
+    mb: float = 0.0
+
+
+def quantize_task(
+    out: str | Path,
+    task: str | None = None,
+    prompter_card: str | Path | None = None,
+    calib: str | Path | None = None,
+    budget: float = 0.01,
+    limit: int = 64,
+    threads: int = 2,
+    recipes: dict[str, tuple[Recipe, ...]] | None = None,
+) -> dict[str, Any]:
+    """Quantize the models of a shipped ``task`` or a trained head ``prompter_card``; returns
+    the report (also written to OUT/quantization.json). ``budget``: the largest Dice drop
+    against the float32 PyTorch pipeline a chosen recipe may cost (same-box and automatic).
+    ``recipes``: the candidates per model (default ``RECIPES``)."""
+    import torch
+
+    from automedseg.deploy import export
+    from automedseg.prompt import load_prompter, task_card
+    from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
+
+    torch.set_num_threads(threads)
+    card_path = task_card(task) if task else Path(prompter_card or "")
+    card = read_card(card_path)
+    if card.get("kind") != "head":
+        raise WeightsError(
+            f"only head prompters can be quantized so far, this is {card.get('kind')!r}", card_path
+        )
+    planes = _planes(calib, card, limit)
+    out = Path(out)
+    _say(f"{len(planes.calibration)} calibration + {len(planes.held_out)} held-out planes "
+         f"from {planes.source}")  # fmt: skip
+
+    model = load_litemedsam()
+    prompter = load_prompter(card=card_path)
+    predictor = LiteMedSAMPredictor(model)
+    checks = []
+    for plane in planes.calibration[:2]:
+        predictor.set_image(plane)
+        checks.append(predictor.embedding)
+    _say("exporting float32 ONNX (checked against PyTorch)")
+    images = [(torch.from_numpy(preprocess(p)[0]),) for p in planes.calibration[:2]]
+    export.export_image_encoder(model, out / "onnx" / FILES["encoder"], images)
+    export.export_mask_decoder(model, out / "onnx" / FILES["decoder"])
+    export.export_head_prompter(
+        prompter, out / "onnx" / FILES["prompter"], card["sha256"], [(e,) for e in checks],
+        task=card.get("task"),
+    )  # fmt: skip
+
+    _say("running the float32 PyTorch pipeline on the held-out planes (the reference)")
+    reference = reference_outputs(Runtime(predictor, prompter), planes.held_out)
+    float32 = {m: out / "onnx" / f"{f}.json" for m, f in FILES.items()}
+    truth = planes.held_out_truth
+    onnx_fidelity = measure(_runtime(float32, threads), planes.held_out, reference, truth)
+    _say(f"float32 ONNX Runtime: {_line(onnx_fidelity)}")
+
+    feeds = _calibration_feeds(float32, planes.calibration, threads)
+    chosen = dict(float32)
+    tried: list[Candidate] = []
+    for model_name in ("encoder", "decoder", "prompter"):
+        options = []
+        for recipe in (recipes or RECIPES)[model_name]:
+            if recipe is FLOAT32:
+                candidate = Candidate(model_name, recipe, float32[model_name])
+            else:
+                stem = out / "candidates" / f"{FILES[model_name]}-{recipe.name}"
+                quantize_model(float32[model_name], stem, recipe, feeds[model_name])
+                candidate = Candidate(model_name, recipe, stem.with_suffix(".json"))
+            trial = {**chosen, model_name: candidate.card}
+            candidate.fidelity = measure(
+                _runtime(trial, threads), planes.held_out, reference, truth
+            )
+            candidate.mb = _onnx_mb(candidate.card)
+            _say(f"{model_name} {recipe.name}: {_line(candidate.fidelity)}, {candidate.mb} MB")
+            options.append(candidate)
+            tried.append(candidate)
+        best = _choose(options, budget)
+        chosen[model_name] = best.card
+        _say(f"{model_name}: keeping {best.recipe.name}")
+
+    final_dir = out / "int8"
+    for model_name, card_file in chosen.items():
+        _copy_model(card_file, final_dir / FILES[model_name])
+    final_cards = {m: final_dir / f"{f}.json" for m, f in FILES.items()}
+    final = measure(_runtime(final_cards, threads), planes.held_out, reference, truth)
+    report = {
+        "task": card.get("task"),
+        "prompter_card_sha256": card["sha256"],
+        "automedseg_version": __version__,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "threads": threads,
+        "budget": budget,
+        "planes": {
+            "calibration": len(planes.calibration),
+            "held_out": len(planes.held_out),
+            "source": planes.source,
+        },  # fmt: skip
+        "reference": "float32 PyTorch pipeline (LiteMedSAM + the task's head prompter)",
+        "onnx_float32": {**onnx_fidelity.as_dict(), "mb": _set_mb(float32)},
+        "candidates": [
+            {
+                "model": c.model,
+                "recipe": c.recipe.name,
+                "op_types": list(c.recipe.op_types),
+                "static": c.recipe.static,
+                "mb": c.mb,
+                **(c.fidelity.as_dict() if c.fidelity else {}),
+            }
+            for c in tried
+        ],  # fmt: skip
+        "int8": {
+            "recipes": {m: _recipe_name(chosen[m]) for m in FILES},
+            **final.as_dict(),
+            "mb": _set_mb(final_cards),
+            "within_budget": final.drop() <= budget,
+        },
+    }
+    io.write_json(out / REPORT, report)
+    _say(f"int8 set: {_line(final)}; {report['int8']['mb']} MB; within budget: "
+         f"{report['int8']['within_budget']}; report {out / REPORT}")  # fmt: skip
+    return report
+
+
+def _planes(calib: str | Path | None, card: dict, limit: int) -> Planes:
+    training = card.get("training")
+    if isinstance(training, str):  # early cards stored the dict's repr
+        training = None
+    if calib is None:
+        data = (training or {}).get("data")
+        if not data or not Path(data).is_dir():
+            raise AutomedsegError(
+                "no --calib folder given and the prompter's training data "
+                f"({data or 'not recorded'}) is not here: pass --calib DIR with at least 12 "
+                "images like those you will segment"
+            )
+        calib = data
+    split = None
+    if training and Path(calib).resolve() == Path(training.get("data", "")).resolve():
+        split = (float(training["val_fraction"]), int(training["seed"]))
+    training = training or {}
+    keep = training.get("keep_labels")
+    choice = LabelChoice(None if keep is None else tuple(keep), bool(training.get("merge_labels")))
+    return calibration_planes(calib, limit, split, int(training.get("channel", 0)), choice)
+
+
+def _runtime(cards: dict[str, Path], threads: int) -> Runtime:
+    predictor = OnnxLiteMedSAMPredictor(
+        load_onnx_model(cards["encoder"], ENCODER, threads),
+        load_onnx_model(cards["decoder"], DECODER, threads),
+    )
+    prompter: OnnxHeadPrompter = load_onnx_head_prompter(cards["prompter"], threads)
+    return Runtime(predictor, prompter)
+
+
+def _calibration_feeds(
+    float32: dict[str, Path], planes: list[np.ndarray], threads: int
+) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Inputs of each model on the calibration planes (the decoder's recipes are dynamic)."""
+    encoder = load_onnx_model(float32["encoder"], ENCODER, threads)
+    images = [preprocess(p)[0] for p in planes]
+    embeddings = [encoder.run(image=x)[0] for x in images]
+    return {
+        "encoder": [{"image": x} for x in images],
+        "decoder": [],
+        "prompter": [{"embedding": e} for e in embeddings],
+    }
+
+
+def _choose(options: list[Candidate], budget: float) -> Candidate:
+    """Within the budget: the smallest on disk among those at most 10 % slower than the
+    fastest (the speed measured on a few planes is noisy; size is exact). If none is within
+    the budget: the most faithful."""
+    fine = [c for c in options if c.fidelity is not None and c.fidelity.drop() <= budget]
+    if not fine:
+        return min(options, key=lambda c: c.fidelity.drop() if c.fidelity else 1.0)
+    fastest = min(c.fidelity.total_ms for c in fine if c.fidelity)
+    quick = [c for c in fine if c.fidelity and c.fidelity.total_ms <= 1.1 * fastest]
+    return min(quick, key=lambda c: c.mb)
+
+
+def _copy_model(card_file: Path, stem: Path) -> None:
+    card = read_card(card_file)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    onnx_path = stem.with_suffix(".onnx")
+    shutil.copyfile(card_file.parent / card["weights_file"], onnx_path)
+    card.pop("_path", None)
+    card["weights_file"] = onnx_path.name
+    io.write_json(stem.with_suffix(".json"), card)
+
+
+def _recipe_name(card_file: Path) -> str:
+    return read_card(card_file).get("quantization", {}).get("recipe", {}).get("name", "float32")
+
+
+def _onnx_mb(card_file: Path) -> float:
+    card = read_card(card_file)
+    return round((card_file.parent / card["weights_file"]).stat().st_size / 1e6, 2)
+
+
+def _set_mb(cards: dict[str, Path]) -> float:
+    return round(sum(_onnx_mb(c) for c in cards.values()), 2)
+
+
+def _line(f: Fidelity) -> str:
+    return (
+        f"same-box Dice {f.same_box_dice:.4f}, automatic Dice {f.auto_dice:.4f}, "
+        f"embedding cosine >= {f.embedding_cosine:.4f}, encoder {f.encoder_ms:.0f} ms, "
+        f"pipeline {f.total_ms:.0f} ms"
+        + ("" if f.truth_drop is None else f", Dice drop against the masks {f.truth_drop:+.4f}")
+    )
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

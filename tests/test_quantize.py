@@ -1,0 +1,167 @@
+"""INT8 quantization (recipes, calibration planes, fidelity, the model set and its runtime)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from automedseg import io
+from automedseg.deploy import export, runtime
+from automedseg.deploy.calibration import MIN_PLANES, calibration_planes
+from automedseg.deploy.fidelity import Runtime, label_dice, measure, reference_outputs
+from automedseg.deploy.model_set import REPORT, choose_runtime, load_model_set
+from automedseg.deploy.quantize import Recipe, quantize_model
+from automedseg.errors import AutomedsegError, InputError, WeightsError
+from automedseg.pipeline import FixedBoxes
+from automedseg.prompt.head import EmbeddingHead, HeadPrompter
+from automedseg.types import Boxes
+from conftest import EXAMPLES  # noqa: I001
+
+STATIC_CONV = Recipe("static-conv", static=True, op_types=("Conv",))
+
+
+@pytest.fixture(scope="module")
+def small_head(tmp_path_factory):
+    """A randomly initialised head exported to ONNX, and embeddings to calibrate it on."""
+    torch.manual_seed(0)
+    prompter = HeadPrompter(EmbeddingHead(1, width=16, depth=2).eval(), {1: "a"}, 0.5)
+    result = export.export_head_prompter(prompter, tmp_path_factory.mktemp("head") / "h", "1" * 64)
+    rng = np.random.default_rng(0)
+    embeddings = [rng.normal(0, 0.3, (1, 256, 64, 64)).astype(np.float32) for _ in range(6)]
+    return result, embeddings
+
+
+def test_static_int8_head_follows_float32_and_loads_like_it(small_head, tmp_path):
+    result, embeddings = small_head
+    card_path = quantize_model(
+        result.card_path, tmp_path / "h8", STATIC_CONV, [{"embedding": e} for e in embeddings[:4]]
+    )
+    card = json.loads(card_path.read_text())
+    assert card["precision"] == "int8" and card["quantization"]["calibration_inputs"] == 4
+    assert card["quantization"]["recipe"]["op_types"] == ["Conv"]
+    int8 = runtime.load_onnx_model(card_path, runtime.HEAD)  # SHA-256 and I/O checked
+    fp32 = runtime.load_onnx_model(result.card_path, runtime.HEAD)
+    assert any(n.op_type == "QuantizeLinear" for n in _graph(int8.path).node)
+    for embedding in embeddings[4:]:  # not calibrated on
+        want = fp32.run(embedding=embedding)[0].ravel()
+        got = int8.run(embedding=embedding)[0].ravel()
+        assert np.dot(want, got) / np.linalg.norm(want) / np.linalg.norm(got) > 0.99
+
+
+def test_a_static_recipe_needs_calibration_and_a_failure_leaves_nothing(small_head, tmp_path):
+    result, _ = small_head
+    with pytest.raises(ValueError, match="needs calibration inputs"):
+        quantize_model(result.card_path, tmp_path / "x", STATIC_CONV)
+    wrong = [{"image": np.zeros((1, 3, 8, 8), np.float32)}]  # not the head's input
+    with pytest.raises(WeightsError, match="quantization with static-conv failed"):
+        quantize_model(result.card_path, tmp_path / "y", STATIC_CONV, wrong)
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def _write_pngs(folder, count, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        PILImage.fromarray(rng.integers(0, 255, (24, 32), np.uint8)).save(folder / f"c{i:02d}.png")
+
+
+def test_calibration_needs_enough_readable_images(tmp_path):
+    _write_pngs(tmp_path, MIN_PLANES - 3)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match=f"at least {MIN_PLANES} .* found 9 \\(1 unreadable\\)"):
+        calibration_planes(tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        calibration_planes(tmp_path / "missing")
+
+
+def test_calibration_of_a_data_set_uses_its_training_split_only(tmp_path):
+    _write_pngs(tmp_path / "images", 20)
+    _write_pngs(tmp_path / "masks", 20, seed=1)
+    planes = calibration_planes(tmp_path, limit=48, train_split=(0.2, 0))
+    assert len(planes.calibration) + len(planes.held_out) == 16  # 4 validation cases left out
+    assert len(planes.held_out) == 5 and "training split" in planes.source
+    everything = calibration_planes(tmp_path, limit=12)
+    assert len(everything.calibration) == 8 and len(everything.held_out) == 4
+
+
+class ThresholdSegmenter:
+    """A stand-in segmenter: the mask of a box is the bright pixels inside it."""
+
+    def __init__(self, level: float) -> None:
+        self.level, self.embedding = level, None
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.image, self.embedding = image, image[None]
+
+    def predict(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        masks = np.zeros((len(boxes_xyxy), *self.image.shape), bool)
+        for mask, (x0, y0, x1, y1) in zip(masks, boxes_xyxy.astype(int), strict=True):
+            mask[y0 : y1 + 1, x0 : x1 + 1] = self.image[y0 : y1 + 1, x0 : x1 + 1] > self.level
+        return masks
+
+
+def test_fidelity_is_one_for_the_same_runtime_and_drops_for_a_different_one():
+    plane = np.zeros((20, 20), np.float32)
+    plane[5:15, 5:10], plane[5:15, 10:15] = 0.9, 0.6
+    boxes = FixedBoxes(Boxes.from_list([(4, 4, 16, 16)]))
+    reference = Runtime(ThresholdSegmenter(0.5), boxes)
+    outputs = reference_outputs(reference, [plane])
+    same = measure(Runtime(ThresholdSegmenter(0.5), boxes), [plane], outputs)
+    assert same.same_box_dice == same.auto_dice == 1.0 and same.drop() == 0.0
+    half = measure(Runtime(ThresholdSegmenter(0.7), boxes), [plane], outputs)
+    assert half.same_box_dice == pytest.approx(2 * 50 / 150) and half.drop() > 0.3
+    assert label_dice(np.zeros((3, 3)), np.zeros((3, 3))) == 1.0
+
+
+def test_the_default_runtime_follows_the_recorded_fidelity(tmp_path):
+    assert choose_runtime(None, None) == "torch"
+    assert choose_runtime("onnx", None) == "onnx"
+    (tmp_path / REPORT).write_text(json.dumps({"int8": {"within_budget": True}}))
+    assert choose_runtime(None, tmp_path) == "int8"
+    (tmp_path / REPORT).write_text(json.dumps({"int8": {"within_budget": False}}))
+    assert choose_runtime(None, tmp_path) == "torch"
+    with pytest.raises(AutomedsegError, match="unknown runtime 'fp16'"):
+        choose_runtime("fp16", tmp_path)
+    with pytest.raises(AutomedsegError, match="needs ONNX models: pass --models"):
+        load_model_set(None, "int8", None)
+    with pytest.raises(WeightsError, match="no int8/ models here"):
+        load_model_set(tmp_path, "int8", None)
+
+
+@pytest.mark.slow
+def test_shipped_int8_set_segments_without_torch_and_refuses_another_prompter(tmp_path):
+    image = sorted((EXAMPLES / "kvasir_seg" / "images").glob("*.jpg"))[0]
+    code = (
+        "import sys; from automedseg.cli import main; "
+        f"code = main(['segment', {str(image)!r}, '--out', {str(tmp_path)!r}, '--task', 'polyp', "
+        "'--no-progress']); sys.exit(10 + code if 'torch' in sys.modules else code)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr  # the default runtime is int8: no torch imported
+    summary = json.loads((tmp_path / f"{image.stem}.json").read_text())
+    assert summary["objects"] and io.read_image(tmp_path / f"{image.stem}_mask.png").array.any()
+    from automedseg.deploy.model_set import task_model_set
+
+    folder = task_model_set("polyp")
+    with pytest.raises(WeightsError, match="made from another prompter"):
+        load_model_set(folder, "int8", "f" * 64)
+    copy = tmp_path / "set"
+    shutil.copytree(folder / "int8", copy / "int8")
+    card = json.loads((copy / "int8" / "image_encoder.json").read_text())
+    card["model"] = runtime.HEAD
+    (copy / "int8" / "image_encoder.json").write_text(json.dumps(card))
+    with pytest.raises(WeightsError, match="expected 'litemedsam_image_encoder'"):
+        load_model_set(copy, "int8", None)
+
+
+def _graph(path):
+    import onnx
+
+    return onnx.load(str(path)).graph
