@@ -16,7 +16,6 @@ Writes OUT/int8_pipeline.json and OUT/int8_pipeline.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -29,13 +28,17 @@ import numpy as np
 import torch
 
 from automedseg import io
+from automedseg.checkpoints import read_card
 from automedseg.deploy.model_set import load_model_set
 from automedseg.evaluate.datasets import find_cases
 from automedseg.pipeline import segment_plane
 from automedseg.prompt import load_prompter, task_card
-from automedseg.checkpoints import read_card
 from automedseg.segment.intensity import to_unit_range
-from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam, packaged_weights_path
+from automedseg.segment.litemedsam import (
+    LiteMedSAMPredictor,
+    load_litemedsam,
+    packaged_weights_path,
+)
 
 STAGES = ("encoder", "prompter", "decoder")
 CHILD = """

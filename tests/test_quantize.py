@@ -84,7 +84,7 @@ def test_calibration_needs_enough_readable_images(tmp_path):
 def test_calibration_of_a_data_set_uses_its_training_split_only(tmp_path):
     _write_pngs(tmp_path / "images", 20)
     _write_pngs(tmp_path / "masks", 20, seed=1)
-    planes = calibration_planes(tmp_path, limit=48, train_split=(0.2, 0))
+    planes = calibration_planes(tmp_path, limit=48, train_split=(0.2, 0, None))
     assert len(planes.calibration) + len(planes.held_out) == 16  # 4 validation cases left out
     assert len(planes.held_out) == 5 and "training split" in planes.source
     everything = calibration_planes(tmp_path, limit=12)
@@ -165,3 +165,33 @@ def _graph(path):
     import onnx
 
     return onnx.load(str(path)).graph
+
+
+@pytest.mark.slow
+def test_quantize_a_task_end_to_end_on_a_plain_image_folder(tmp_path):
+    from automedseg.deploy.quantize_task import FLOAT32, quantize_task
+
+    _write_pngs(tmp_path / "calib", 12)
+    recipes = {
+        "encoder": (Recipe("dynamic-matmul", static=False, op_types=("MatMul", "Gemm")),),
+        "decoder": (FLOAT32,),
+        "prompter": (FLOAT32, STATIC_CONV),
+    }
+    report = quantize_task(
+        tmp_path / "out", task="polyp", calib=tmp_path / "calib", limit=12, recipes=recipes
+    )
+    assert (report["planes"]["calibration"], report["planes"]["held_out"]) == (8, 4)
+    assert [c["recipe"] for c in report["candidates"]] == [
+        "dynamic-matmul", "float32", "float32", "static-conv"
+    ]  # fmt: skip
+    int8 = report["int8"]
+    assert int8["recipes"]["encoder"] == "dynamic-matmul" and int8["truth_drop"] is None
+    assert 0.0 <= int8["same_box_dice"] <= 1.0 and isinstance(int8["within_budget"], bool)
+    saved = json.loads((tmp_path / "out" / REPORT).read_text())
+    assert saved["int8"] == int8
+    from automedseg.checkpoints import read_card
+    from automedseg.prompt import task_card
+
+    model_set = load_model_set(tmp_path / "out", "int8", read_card(task_card("polyp"))["sha256"])
+    assert model_set.prompter is not None
+    assert model_set.predictor.encoder.card["precision"] == "int8"

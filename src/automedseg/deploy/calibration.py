@@ -47,15 +47,15 @@ class Planes:
 def calibration_planes(
     folder: str | Path,
     limit: int = 48,
-    train_split: tuple[float, int] | None = None,
+    train_split: tuple[float, int, int | None] | None = None,
     channel: int = 0,
     label_choice: LabelChoice | None = None,
     seed: int = 0,
 ) -> Planes:
     """Up to ``limit`` planes in [0, 1] from ``folder``, split calibration / held out.
 
-    ``train_split`` = (val_fraction, seed) of the prompter's training: when given and
-    ``folder`` is a data set, only that split's training cases are used; ``label_choice``
+    ``train_split`` = (val_fraction, seed, case limit) of the prompter's training: when given
+    and ``folder`` is a data set, only that split's training cases are used; ``label_choice``
     applies to its masks as in the prompter's training. Raises
     ``InputError`` when fewer than ``MIN_PLANES`` planes can be read.
     """
@@ -104,12 +104,17 @@ def calibration_planes(
     return Planes([p for p, _ in planes[n_held:]], [p for p, _ in planes[:n_held]], source, truth)
 
 
-def _training_cases(dataset: DataSet, train_split: tuple[float, int] | None) -> list[Case]:
+def _training_cases(
+    dataset: DataSet, train_split: tuple[float, int, int | None] | None
+) -> list[Case]:
+    """Usable cases; only the training ones of ``train_split`` (as ``train.head`` splits)."""
     cases = [c for c in dataset.cases if not c.problem]
     if train_split is not None and len(cases) >= 2:
         from automedseg.train.data import split_cases
 
-        train, _ = split_cases([c.case_id for c in cases], train_split[0], train_split[1])
+        fraction, seed, limit = train_split
+        usable = sorted(c.case_id for c in cases)[:limit]
+        train, _ = split_cases(usable, fraction, seed)
         keep = set(train)
         cases = [c for c in cases if c.case_id in keep]
     return cases

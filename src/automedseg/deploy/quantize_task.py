@@ -206,7 +206,8 @@ def _planes(calib: str | Path | None, card: dict, limit: int) -> Planes:
         calib = data
     split = None
     if training and Path(calib).resolve() == Path(training.get("data", "")).resolve():
-        split = (float(training["val_fraction"]), int(training["seed"]))
+        limit = training.get("case_limit")
+        split = (float(training["val_fraction"]), int(training["seed"]), limit)
     training = training or {}
     keep = training.get("keep_labels")
     choice = LabelChoice(None if keep is None else tuple(keep), bool(training.get("merge_labels")))

@@ -83,12 +83,24 @@ def learning_rate_at(epoch: int, epochs: int, peak: float, warmup: int = 2) -> f
     return float(peak * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))))
 
 
+def bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere autocast
+    to bfloat16 would be emulated and slower than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def train_one_epoch(head, optimizer, entries, labels, batch_size, rng) -> float:
+    """One pass over ``entries``; the forward pass in bfloat16 where the CPU has it (the head's
+    convolutions run about twice as fast; the loss and the weights stay float32)."""
     head.train()
     total, count = 0.0, 0
+    use_bf16 = bf16_supported()
     for embeddings, targets, valid in batches(entries, batch_size, rng):
         embeddings = F.dropout2d(embeddings, p=0.1)  # feature dropout: regularises on few images
-        loss = head_loss(head(embeddings), targets, valid, labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            logits = head(embeddings)
+        loss = head_loss(logits.float(), targets, valid, labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -275,6 +287,7 @@ def train_head(
             "learning_rate": learning_rate,
             "seconds": round(earlier_seconds + time.perf_counter() - started, 1),
             "torch_threads": torch.get_num_threads(),
+            "bfloat16_forward": bf16_supported(),
         },
         "val_metrics": {"loss": round(best_loss, 4), **{k: round(v, 4) for k, v in scores.items()}},
     }

@@ -1,0 +1,84 @@
+"""Peak memory of segmenting a large CT-sized volume (512 x 512 x 300) from one box.
+
+    python benchmarks/volume_memory.py --models src/automedseg/models/polyp --out runs/bench_volume
+
+Writes a synthetic int16 NIfTI (noise plus a bright ellipsoid spanning about 60 slices), then
+runs ``automedseg segment VOLUME --box ... --slice MIDDLE`` in a fresh process per runtime
+(torch, and int8 when ``--models`` is given) and reports the child's peak RSS (``ru_maxrss``
+from ``os.wait4``), wall time, and the Dice of the propagated mask against the ellipsoid.
+Writes OUT/volume_memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+SHAPE_XYZ = (512, 512, 300)
+
+
+def make_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The volume (z, y, x order for the mask) and the middle slice's box (x0, y0, x1, y1)."""
+    rng = np.random.default_rng(0)
+    x, y, z = np.ogrid[: SHAPE_XYZ[0], : SHAPE_XYZ[1], : SHAPE_XYZ[2]]
+    inside = ((x - 250) / 60.0) ** 2 + ((y - 270) / 45.0) ** 2 + ((z - 150) / 30.0) ** 2 <= 1
+    data = rng.normal(40, 15, SHAPE_XYZ).astype(np.int16)
+    data[inside] += 200
+    affine = np.diag([0.7, 0.7, 1.5, 1.0])
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    mask_zyx = np.transpose(inside, (2, 1, 0))
+    ys, xs = np.nonzero(mask_zyx[150])
+    return mask_zyx, (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+
+
+def run(volume: Path, box, out: Path, runtime: str, models: Path | None, threads: int) -> dict:
+    args = [sys.executable, "-m", "automedseg.cli", "segment", str(volume), "--out", str(out),
+            "--box", *map(str, box), "--slice", "150", "--no-progress",
+            "--runtime", runtime]  # fmt: skip
+    if models is not None and runtime != "torch":
+        args += ["--models", str(models)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    clock = time.perf_counter()
+    child = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - clock
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{runtime} failed: {child.stderr.read().decode()[-2000:]}")
+    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(seconds, 1)}
+
+
+def main(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    volume = out / "volume_512x512x300.nii.gz"
+    truth, box = make_volume(volume)
+    rows = {}
+    for runtime in ["torch"] + (["int8"] if args.models else []):
+        result = out / runtime
+        rows[runtime] = run(volume, box, result, runtime, args.models, args.threads)
+        mask = np.asarray(nib.load(str(result / "volume_512x512x300_seg.nii.gz")).dataobj) > 0
+        mask = np.transpose(mask, (2, 1, 0))
+        dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+        rows[runtime]["dice"] = round(float(dice), 4)
+        print(runtime, rows[runtime], file=sys.stderr)
+    report = {"shape_xyz": SHAPE_XYZ, "dtype": "int16", "threads": args.threads, "runtimes": rows,
+              "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+    from automedseg import io
+
+    io.write_json(out / "volume_memory.json", report)
+    print(report)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, help="an `automedseg quantize` output folder")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", required=True)
+    main(parser.parse_args())
