@@ -113,3 +113,18 @@ def test_litemedsam_recovers_a_moving_sphere_from_one_seeded_slice(litemedsam):
     found = labels > 0
     dice = 2 * (found & sphere).sum() / (found.sum() + sphere.sum())
     assert len(objects) == 1 and dice >= 0.9
+
+
+def test_an_object_the_prompter_contradicts_stops_and_its_unconfirmed_planes_go():
+    volume = moving_disk()  # a disk on slices 2..9, which the prompter finds on each of them
+    volume[:, 26:30, 26:30] = 1.0  # a bright square on every slice: only a false box finds it
+    finder = OnePlaneFinder({z: [(8, 6 + z, 16, 14 + z, 1, 0.9)] for z in range(2, 10)})
+    finder.boxes_by_plane[5].append((25, 25, 30, 30, 1, 0.8))  # the false box, slice 5 only
+    _, objects = Propagation(finder, ThresholdSegmenter(), patience=2).run(volume)
+    disk, square = sorted(objects, key=lambda o: -o.seed_score)
+    assert sorted(disk.masks) == list(range(2, 10))
+    assert sorted(square.masks) == [5]  # contradicted on 2..4 and 6..8: those planes dropped
+    lenient = Propagation(OnePlaneFinder(dict(finder.boxes_by_plane)), ThresholdSegmenter(),
+                          patience=20)  # fmt: skip
+    _, objects = lenient.run(volume)
+    assert len(max(objects, key=lambda o: len(o.masks)).masks) == 12  # the old behaviour

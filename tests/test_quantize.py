@@ -195,3 +195,22 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(tmp_path):
     model_set = load_model_set(tmp_path / "out", "int8", read_card(task_card("polyp"))["sha256"])
     assert model_set.prompter is not None
     assert model_set.predictor.encoder.card["precision"] == "int8"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--box", "1", "1", "20", "20", "--runtime", "int8"], "needs ONNX models: pass --models"),
+        (["--task", "polyp", "--runtime", "onnx"], "no onnx/ models here"),
+        (["--box", "1", "1", "20", "20", "--runtime", "int8", "--segmenter", "medsam2"],
+         "does not take --segmenter medsam2"),
+    ],
+)  # fmt: skip
+def test_runtime_choices_that_cannot_work_are_one_clear_line(tmp_path, capsys, extra, message):
+    from automedseg.cli import main
+
+    image = sorted((EXAMPLES / "kvasir_seg" / "images").glob("*.jpg"))[0]
+    code = main(["segment", str(image), "--out", str(tmp_path / "o"), "--no-progress", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

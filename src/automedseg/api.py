@@ -104,7 +104,7 @@ def segment_files(
         finder = onnx_set.prompter if not boxes else FixedBoxes(Boxes.from_list(list(boxes)))
         return _segment_each(
             inputs, out, finder, onnx_set.predictor, None, slice_index, boxes, modality,
-            window, propagate, progress, on_error,
+            window, propagate, progress, on_error, f"LiteMedSAM ({runtime}, ONNX Runtime)",
         )  # fmt: skip
     from automedseg.prompt import load_prompter
     from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
@@ -157,6 +157,7 @@ def _segment_each(
     propagate: bool,
     progress: bool,
     on_error: Callable[[AutomedsegError], None] | None,
+    segmenter_name: str | None = None,
 ) -> list[CaseOutcome]:
     from automedseg.pipeline import segment_image
 
@@ -182,6 +183,8 @@ def _segment_each(
                     )
                 else:
                     result = segment_image(image, finder, predictor, z, propagate)
+                    if segmenter_name is not None:
+                        result.segmenter = segmenter_name
             except AutomedsegError as error:
                 if error.path is None:  # name the file the problem belongs to
                     raise type(error)(str(error), path) from None

@@ -74,7 +74,8 @@ def load_model_set(
     sub = Path(folder) / runtime
     if not sub.is_dir():
         raise WeightsError(
-            f"no {runtime}/ models here: write them with `automedseg quantize --out {folder}`",
+            f"no {runtime}/ models here: `automedseg quantize --out DIR` writes both onnx/ "
+            "and int8/; pass --models DIR",
             folder,
         )
     predictor = OnnxLiteMedSAMPredictor(

@@ -16,7 +16,6 @@ Output layout (``deploy.model_set`` reads it)::
 
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -155,7 +154,7 @@ def quantize_task(
     final = measure(_runtime(final_cards, threads), planes.held_out, reference, truth)
     report = {
         "task": card.get("task"),
-        "prompter_card_sha256": card["sha256"],
+        "prompter_weights_sha256": card["sha256"],
         "automedseg_version": __version__,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "threads": threads,
@@ -253,7 +252,7 @@ def _copy_model(card_file: Path, stem: Path) -> None:
     card = read_card(card_file)
     stem.parent.mkdir(parents=True, exist_ok=True)
     onnx_path = stem.with_suffix(".onnx")
-    shutil.copyfile(card_file.parent / card["weights_file"], onnx_path)
+    io.write_bytes(onnx_path, (card_file.parent / card["weights_file"]).read_bytes())
     card.pop("_path", None)
     card["weights_file"] = onnx_path.name
     io.write_json(stem.with_suffix(".json"), card)
