@@ -128,3 +128,17 @@ def test_an_object_the_prompter_contradicts_stops_and_its_unconfirmed_planes_go(
                           patience=20)  # fmt: skip
     _, objects = lenient.run(volume)
     assert len(max(objects, key=lambda o: len(o.masks)).masks) == 12  # the old behaviour
+
+
+def test_kept_encodings_are_bounded_and_empty_planes_are_not_kept():
+    class EmbeddingFinder(OnePlaneFinder):
+        uses_embedding = True
+
+    volume = moving_disk()
+    finder = EmbeddingFinder({z: [(8, 6 + z, 16, 14 + z, 1, 0.9)] for z in range(2, 10)})
+    segmenter = ThresholdSegmenter()
+    segmenter.embedding = None
+    propagation = Propagation(finder, segmenter, max_states=3)
+    labels, _ = propagation.run(volume)
+    np.testing.assert_array_equal(labels > 0, volume > 0.5)
+    assert len(propagation._states) <= 3 and segmenter.encodes > len(volume)

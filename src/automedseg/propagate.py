@@ -16,13 +16,15 @@ on the larynx sequences every false box (0.88 per frame) did so before.
 
 Where objects overlap the one with the higher seed score wins. Each plane is encoded at most
 once when the segmenter can hand back its encoded state (``encoded()`` / ``use()``, as
-``LiteMedSAMPredictor`` does); the states are kept for the whole volume (about 4 MB per plane
-for LiteMedSAM).
+``LiteMedSAMPredictor`` does), up to ``max_states`` states (about 4 MB each for LiteMedSAM, so
+memory stays bounded for a 300-slice CT); planes where the prompter found nothing are not kept
+(an object that reaches one has it encoded again).
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,12 +68,14 @@ class Propagation:
     """Boxes given on known planes (a user's), used instead of asking the prompter."""
     patience: int = 2
     """Planes in a row the prompter may contradict an object before it stops there."""
+    max_states: int = 64
+    """Encoded planes kept for reuse; the least recently used go first."""
 
     def run(self, planes: np.ndarray) -> tuple[np.ndarray, list[TrackedObject]]:
         """(label map (Z, H, W), objects) for planes in [0, 1] stacked along axis 0."""
         self._planes = planes
         self._encoded: int | None = None
-        self._states: dict[int, object] = {}
+        self._states: OrderedDict[int, object] = OrderedDict()
         self._found: dict[int, list[tuple[np.ndarray, int]]] = {}
         candidates = self._propose()
         threshold = self.seed_threshold
@@ -111,6 +115,8 @@ class Propagation:
                 boxes = self.prompter.find(plane)
             self._add("prompter", start)
             self._found[z] = list(zip(boxes.xyxy, boxes.labels.tolist(), strict=True))
+            if not self._found[z]:
+                self._states.pop(z, None)  # nothing here to seed: free its embedding
             found += [
                 (z, xyxy, int(label), float(score))
                 for xyxy, label, score in zip(boxes.xyxy, boxes.labels, boxes.scores, strict=True)
@@ -162,12 +168,15 @@ class Propagation:
             return
         if z in self._states:
             self.segmenter.use(self._states[z])
+            self._states.move_to_end(z)
         else:
             start = time.perf_counter()
             self.segmenter.set_image(self._planes[z])
             self._add("encoder", start)
             if hasattr(self.segmenter, "encoded"):
                 self._states[z] = self.segmenter.encoded()
+                while len(self._states) > self.max_states:
+                    self._states.popitem(last=False)
         self._encoded = z
 
     def _segment(self, z: int, box: np.ndarray) -> np.ndarray:
