@@ -83,8 +83,7 @@ def reference_outputs(reference: Runtime, planes: Sequence[np.ndarray]) -> list[
     outputs = []
     for plane in planes:
         seg = segment_plane(plane, reference.prompter, reference.segmenter)
-        if len(seg.boxes) == 0:  # the prompter skipped nothing: the encoder always runs here
-            reference.segmenter.set_image(plane)
+        _ensure_encoded(reference, plane, seg)
         outputs.append((seg, _embedding(reference.segmenter)))
     return outputs
 
@@ -97,7 +96,7 @@ def measure(
 ) -> Fidelity:
     """The candidate against ``reference_outputs`` of the same planes (and their label maps
     ``truth``, when known)."""
-    same, auto, cosines, encoder_ms, total_ms, truth_gain = [], [], [], [], [], []
+    same, auto, cosines, encoder_ms, total_ms, truth_drops = [], [], [], [], [], []
     for i, (plane, (ref_seg, ref_embedding)) in enumerate(zip(planes, reference, strict=True)):
         times: dict[str, float] = {}
         clock = time.perf_counter()
@@ -107,11 +106,10 @@ def measure(
             encoder_ms.append(times["encoder"] * 1000)
         auto.append(label_dice(seg.label_map(), ref_seg.label_map()))
         if truth is not None:
-            truth_gain.append(
+            truth_drops.append(
                 label_dice(ref_seg.label_map(), truth[i]) - label_dice(seg.label_map(), truth[i])
             )
-        if len(seg.boxes) == 0:
-            candidate.segmenter.set_image(plane)
+        _ensure_encoded(candidate, plane, seg)
         cosines.append(_cosine(_embedding(candidate.segmenter), ref_embedding))
         if len(ref_seg.boxes):
             masks = candidate.segmenter.predict(ref_seg.boxes.xyxy)
@@ -127,8 +125,15 @@ def measure(
         encoder_ms=float(np.median(encoder_ms)) if encoder_ms else 0.0,
         total_ms=float(np.median(total_ms)),
         planes=len(planes),
-        truth_drop=float(np.mean(truth_gain)) if truth is not None else None,
+        truth_drop=float(np.mean(truth_drops)) if truth is not None else None,
     )
+
+
+def _ensure_encoded(runtime: Runtime, plane: np.ndarray, seg: Segmentation) -> None:
+    """Encode ``plane`` if ``segment_plane`` skipped the encoder (a prompter that does not read
+    the embedding found nothing), so that the embeddings can be compared."""
+    if len(seg.boxes) == 0 and not getattr(runtime.prompter, "uses_embedding", False):
+        runtime.segmenter.set_image(plane)
 
 
 def _embedding(segmenter: Any) -> np.ndarray:
