@@ -1,9 +1,13 @@
-"""Copy a trained prompter into the package as a shipped task.
+"""Copy a trained prompter, or the INT8 set quantized from it, into the package as a task.
 
     python scripts/ship_task.py runs/head_polyp/prompter.json polyp --label 1=polyp
+    automedseg quantize --task polyp --out runs/quant_polyp
+    python scripts/ship_task.py --int8 runs/quant_polyp polyp
 
-writes src/automedseg/models/<task>/prompter.safetensors + prompter.json (the card, with its
-task name set and the weights' SHA-256 checked again).
+The first writes src/automedseg/models/<task>/prompter.safetensors + prompter.json (the card,
+with its task name set and the weights' SHA-256 checked again); the second copies
+<quantize output>/int8/ and quantization.json beside it, after checking that they were made
+from the task's shipped prompter (with them, the task's default runtime is int8).
 """
 
 from __future__ import annotations
@@ -33,10 +37,27 @@ def ship(card_path: Path, task: str, names: dict[str, str]) -> Path:
     return io.write_json(target / "prompter.json", card)
 
 
+def ship_int8(models: Path, task: str) -> Path:
+    import json
+
+    report = json.loads((models / "quantization.json").read_text())
+    shipped = read_card(MODELS_DIR / task / "prompter.json")
+    if report.get("prompter_weights_sha256") != shipped["sha256"]:
+        raise SystemExit(f"{models} was quantized from another prompter than {task}'s")
+    target = MODELS_DIR / task
+    shutil.copytree(models / "int8", target / "int8", dirs_exist_ok=True)
+    shutil.copyfile(models / "quantization.json", target / "quantization.json")
+    return target
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("card", type=Path)
+    parser.add_argument("source", type=Path, help="a prompter card, or with --int8 a folder")
     parser.add_argument("task")
     parser.add_argument("--label", action="append", default=[], help="VALUE=NAME, e.g. 1=polyp")
+    parser.add_argument("--int8", action="store_true", help="source is a quantize output")
     args = parser.parse_args()
-    print(ship(args.card, args.task, dict(item.split("=", 1) for item in args.label)))
+    if args.int8:
+        print(ship_int8(args.source, args.task))
+    else:
+        print(ship(args.source, args.task, dict(item.split("=", 1) for item in args.label)))
