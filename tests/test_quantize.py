@@ -214,3 +214,16 @@ def test_runtime_choices_that_cannot_work_are_one_clear_line(tmp_path, capsys, e
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_default_calibration_is_the_training_split_of_the_prompters_own_data(tmp_path):
+    from automedseg.deploy.quantize_task import _planes
+
+    _write_pngs(tmp_path / "images", 30)
+    _write_pngs(tmp_path / "masks", 30, seed=1)
+    training = {"data": str(tmp_path), "val_fraction": 0.2, "seed": 0, "case_limit": 25}
+    planes = _planes(None, {"training": training}, limit=64)
+    assert len(planes.calibration) + len(planes.held_out) == 20  # 25 cases, 5 for validation
+    assert planes.held_out_truth is not None and "training split" in planes.source
+    with pytest.raises(AutomedsegError, match="pass --calib DIR"):
+        _planes(None, {"training": {**training, "data": str(tmp_path / "gone")}}, limit=64)

@@ -205,8 +205,8 @@ def _planes(calib: str | Path | None, card: dict, limit: int) -> Planes:
         calib = data
     split = None
     if training and Path(calib).resolve() == Path(training.get("data", "")).resolve():
-        limit = training.get("case_limit")
-        split = (float(training["val_fraction"]), int(training["seed"]), limit)
+        cases = training.get("case_limit")
+        split = (float(training["val_fraction"]), int(training["seed"]), cases)
     training = training or {}
     keep = training.get("keep_labels")
     choice = LabelChoice(None if keep is None else tuple(keep), bool(training.get("merge_labels")))
