@@ -9,7 +9,7 @@ Every image is segmented automatically (the task's head prompter) by each runtim
 runtime: the median per-stage and end-to-end milliseconds per image (reading the file not
 included), the end-to-end speed-up against PyTorch (ratio of medians), the models' MB on disk,
 and the peak RSS of a fresh ``automedseg segment`` process on one image with that runtime
-(``ru_maxrss`` of the child; the ONNX runtimes must not import torch, which is checked).
+(the child's VmHWM; the ONNX runtimes must not import torch, which is checked).
 Writes OUT/int8_pipeline.json and OUT/int8_pipeline.md.
 """
 
@@ -41,12 +41,13 @@ from automedseg.segment.litemedsam import (
 )
 
 STAGES = ("encoder", "prompter", "decoder")
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent across exec.
 CHILD = """
-import resource, sys
+import re, sys
 from automedseg.cli import main
 code = main(sys.argv[1:])
-print("RESULT", code, "torch" in sys.modules,
-      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+status = open("/proc/self/status").read()
+print("RESULT", code, "torch" in sys.modules, re.search(r"VmHWM:\\s+(\\d+)", status).group(1))
 """
 
 

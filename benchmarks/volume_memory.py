@@ -4,8 +4,8 @@
 
 Writes a synthetic int16 NIfTI (noise plus a bright ellipsoid spanning about 60 slices), then
 runs ``automedseg segment VOLUME --box ... --slice MIDDLE`` in a fresh process per runtime
-(torch, and int8 when ``--models`` is given) and reports the child's peak RSS (``ru_maxrss``
-from ``os.wait4``), wall time, and the Dice of the propagated mask against the ellipsoid.
+(torch, and int8 when ``--models`` is given) and reports the child's peak RSS (VmHWM), wall
+time, and the Dice of the propagated mask against the ellipsoid.
 Writes OUT/volume_memory.json.
 """
 
@@ -22,6 +22,14 @@ import nibabel as nib
 import numpy as np
 
 SHAPE_XYZ = (512, 512, 300)
+# The child's VmHWM (peak RSS of its own memory map; ru_maxrss would include the parent's).
+CHILD = """
+import re, sys
+from automedseg.cli import main
+code = main(sys.argv[1:])
+status = open("/proc/self/status").read()
+print("RESULT", code, re.search(r"VmHWM:\\s+(\\d+)", status).group(1))
+"""
 
 
 def make_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float, float]]:
@@ -39,19 +47,19 @@ def make_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float, floa
 
 
 def run(volume: Path, box, out: Path, runtime: str, models: Path | None, threads: int) -> dict:
-    args = [sys.executable, "-m", "automedseg.cli", "segment", str(volume), "--out", str(out),
+    args = [sys.executable, "-c", CHILD, "segment", str(volume), "--out", str(out),
             "--box", *map(str, box), "--slice", "150", "--no-progress",
             "--runtime", runtime]  # fmt: skip
     if models is not None and runtime != "torch":
         args += ["--models", str(models)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     clock = time.perf_counter()
-    child = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
+    done = subprocess.run(args, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - clock
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{runtime} failed: {child.stderr.read().decode()[-2000:]}")
-    return {"peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "seconds": round(seconds, 1)}
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT")), None)
+    if done.returncode != 0 or line is None or line.split()[1] != "0":
+        raise SystemExit(f"{runtime} failed: {done.stderr[-2000:]}")
+    return {"peak_rss_mb": round(int(line.split()[2]) / 1024, 1), "seconds": round(seconds, 1)}
 
 
 def main(args: argparse.Namespace) -> None:

@@ -8,7 +8,7 @@ plane). Remaining boxes that no object covers seed further objects (re-seeding w
 prompter finds the object again), down to ``seed_threshold``.
 
 An object is also stopped where the prompter contradicts it: on a plane where the prompter
-found boxes but none of the object's label overlapping it, for more than ``patience`` planes
+found boxes but none of the object's label matching it, for more than ``patience`` planes
 in a row; those unconfirmed planes are dropped. A plane where the prompter found nothing at all
 is no evidence (a prompter that sees an object on a key slice only still has it followed).
 This keeps a false box from seeding an object that is then carried through a whole video:
@@ -153,13 +153,15 @@ class Propagation:
             previous, z = mask, z + step
 
     def _contradicted(self, z: int, label: int, mask: np.ndarray) -> bool:
-        """Whether the prompter found boxes on plane z but none of ``label`` on the mask."""
+        """Whether the prompter found boxes on plane z but none of ``label`` that matches the
+        mask's box (IoU at least ``covered_iou``; an object that spreads over a larger region
+        than any box found there is contradicted too)."""
         found = self._found.get(z)
         if not found:
             return False
         box = mask_box(mask)
         return not any(
-            other_label == label and box_iou(box[None], other[None])[0, 0] > 0
+            other_label == label and box_iou(box[None], other[None])[0, 0] >= self.covered_iou
             for other, other_label in found
         )
 
