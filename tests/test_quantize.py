@@ -227,3 +227,17 @@ def test_default_calibration_is_the_training_split_of_the_prompters_own_data(tmp
     assert planes.held_out_truth is not None and "training split" in planes.source
     with pytest.raises(AutomedsegError, match="pass --calib DIR"):
         _planes(None, {"training": {**training, "data": str(tmp_path / "gone")}}, limit=64)
+
+
+def test_quantize_with_a_poor_calibration_folder_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from automedseg.cli import main
+
+    _write_pngs(tmp_path / "calib", 5)
+    (tmp_path / "calib" / "scan.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "out"
+    calib = str(tmp_path / "calib")
+    code = main(["quantize", "--task", "polyp", "--calib", calib, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "at least 12 readable images" in err and "found 5 (1 unreadable)" in err
+    assert not out.exists()
