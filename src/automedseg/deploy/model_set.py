@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automedseg.deploy.runtime import (
-    DECODER,
-    ENCODER,
     OnnxHeadPrompter,
     OnnxLiteMedSAMPredictor,
     load_onnx_head_prompter,
-    load_onnx_model,
+    load_onnx_predictor,
 )
 from automedseg.errors import AutomedsegError, WeightsError
 
@@ -78,10 +76,7 @@ def load_model_set(
             "and int8/; pass --models DIR",
             folder,
         )
-    predictor = OnnxLiteMedSAMPredictor(
-        load_onnx_model(sub / "image_encoder.json", ENCODER, threads),
-        load_onnx_model(sub / "mask_decoder.json", DECODER, threads),
-    )
+    predictor = load_onnx_predictor(sub / "image_encoder.json", sub / "mask_decoder.json", threads)
     prompter = None
     if prompter_sha256 is not None:
         prompter = load_onnx_head_prompter(sub / "prompter.json", threads)

@@ -30,12 +30,10 @@ from automedseg.deploy.calibration import Planes, calibration_planes
 from automedseg.deploy.fidelity import Fidelity, Runtime, measure, reference_outputs
 from automedseg.deploy.quantize import Recipe, quantize_model
 from automedseg.deploy.runtime import (
-    DECODER,
     ENCODER,
-    OnnxHeadPrompter,
-    OnnxLiteMedSAMPredictor,
     load_onnx_head_prompter,
     load_onnx_model,
+    load_onnx_predictor,
 )
 from automedseg.deploy.transforms import preprocess
 from automedseg.errors import AutomedsegError, WeightsError
@@ -125,6 +123,7 @@ def quantize_task(
 
     feeds = _calibration_feeds(float32, planes.calibration, threads)
     chosen = dict(float32)
+    current = onnx_fidelity  # of the set ``chosen``: a candidate that changes nothing reuses it
     tried: list[Candidate] = []
     for model_name in ("encoder", "decoder", "prompter"):
         options = []
@@ -136,22 +135,26 @@ def quantize_task(
                 quantize_model(float32[model_name], stem, recipe, feeds[model_name])
                 candidate = Candidate(model_name, recipe, stem.with_suffix(".json"))
             trial = {**chosen, model_name: candidate.card}
-            candidate.fidelity = measure(
-                _runtime(trial, threads), planes.held_out, reference, truth
-            )
+            if trial == chosen:
+                candidate.fidelity = current
+            else:
+                candidate.fidelity = measure(
+                    _runtime(trial, threads), planes.held_out, reference, truth
+                )
             candidate.mb = _onnx_mb(candidate.card)
             _say(f"{model_name} {recipe.name}: {_line(candidate.fidelity)}, {candidate.mb} MB")
             options.append(candidate)
             tried.append(candidate)
         best = _choose(options, budget)
-        chosen[model_name] = best.card
+        chosen[model_name], current = best.card, best.fidelity
         _say(f"{model_name}: keeping {best.recipe.name}")
 
     final_dir = out / "int8"
     for model_name, card_file in chosen.items():
         _copy_model(card_file, final_dir / FILES[model_name])
     final_cards = {m: final_dir / f"{f}.json" for m, f in FILES.items()}
-    final = measure(_runtime(final_cards, threads), planes.held_out, reference, truth)
+    _runtime(final_cards, threads)  # the copies load and pass their checks
+    final = current  # the measurement of exactly these models
     report = {
         "task": card.get("task"),
         "prompter_weights_sha256": card["sha256"],
@@ -214,12 +217,8 @@ def _planes(calib: str | Path | None, card: dict, limit: int) -> Planes:
 
 
 def _runtime(cards: dict[str, Path], threads: int) -> Runtime:
-    predictor = OnnxLiteMedSAMPredictor(
-        load_onnx_model(cards["encoder"], ENCODER, threads),
-        load_onnx_model(cards["decoder"], DECODER, threads),
-    )
-    prompter: OnnxHeadPrompter = load_onnx_head_prompter(cards["prompter"], threads)
-    return Runtime(predictor, prompter)
+    predictor = load_onnx_predictor(cards["encoder"], cards["decoder"], threads)
+    return Runtime(predictor, load_onnx_head_prompter(cards["prompter"], threads))
 
 
 def _calibration_feeds(
