@@ -205,3 +205,27 @@ def test_an_interrupted_run_keeps_the_cases_done_so_far(tmp_path, litemedsam, mo
         assert [r["case_id"] for r in csv.DictReader(handle)] == [calls[0]]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["modes"]["oracle"]["n_cases"] == 1
+
+
+def test_another_tools_predictions_are_scored_with_the_same_metrics(tmp_path):
+    from automedseg.evaluate.runner import evaluate
+
+    for folder in ("images", "masks", "theirs"):
+        (tmp_path / folder).mkdir()
+    truth = np.zeros((20, 20), np.uint8)
+    truth[5:15, 5:15] = 1
+    quarter = np.zeros_like(truth)
+    quarter[5:10, 5:10] = 1  # a quarter of the square: Dice 2*25/(100+25), box IoU 0.25
+    for name, predicted in (("a", truth), ("b", quarter)):
+        PILImage.fromarray(truth * 200).save(tmp_path / "images" / f"{name}.png")
+        io.write_label_png(tmp_path / "masks" / f"{name}.png", truth)
+        io.write_label_png(tmp_path / "theirs" / f"{name}.png", predicted)
+    summary = evaluate(tmp_path, tmp_path / "out", predictions=tmp_path / "theirs", progress=False)
+    scored = summary["modes"]["predictions"]
+    assert scored["dice_mean"] == pytest.approx((1 + 50 / 125) / 2, abs=1e-4)
+    assert (scored["detection"]["tp"], scored["detection"]["fp"]) == (1, 1)
+    (tmp_path / "theirs" / "b.png").unlink()
+    summary = evaluate(tmp_path, tmp_path / "out2", predictions=tmp_path / "theirs", progress=False)
+    assert summary["failed_cases"] == ["b"]
+    rows = list(csv.DictReader((tmp_path / "out2" / "per_case.csv").open()))
+    assert "no prediction named b" in next(r["error"] for r in rows if r["case_id"] == "b")

@@ -116,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="normalised surface Dice tolerance in mm (default 2)",
     )
+    ev.add_argument(
+        "--predictions",
+        help="score another tool's label maps instead (one file per case, named like the masks)",
+    )
     ev.add_argument("--weights", help="LiteMedSAM state_dict (default: the packaged weights)")
     ev.add_argument("--task", help="prompter of a shipped task for --prompts auto/both")
     ev.add_argument("--prompter", help="trained prompter card (.json) for --prompts auto/both")
@@ -305,6 +309,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         runtime=args.runtime,
         models=args.models,
+        predictions=args.predictions,
     )
     for mode, m in summary["modes"].items():
         print(

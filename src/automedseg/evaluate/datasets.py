@@ -253,3 +253,29 @@ def _load_sequence(case: Case) -> tuple[Image, np.ndarray]:
     first = frames[0]
     stack = np.stack([f.array for f in frames])
     return Image(stack, 3, modality=first.modality, source=case.images[0].parent), np.stack(masks)
+
+
+def load_prediction(
+    case: Case, folder: Path, shape: tuple[int, ...], label_choice: LabelChoice | None = None
+) -> np.ndarray:
+    """Another tool's label map for ``case`` from ``folder``: ``<case_id>.<ext>`` (any image
+    extension; a sequence: ``<case_id>/`` with one file per frame, named like the masks),
+    checked against the ground truth's ``shape``; ``label_choice`` applied as to the truth."""
+    if case.problem:
+        raise InputError(case.problem, case.images[0] if case.images else case.labels[0])
+    if (folder / case.case_id).is_dir():
+        found = {stem(p): p for p in image_files(folder / case.case_id)}
+        missing = [stem(p) for p in case.labels if stem(p) not in found]
+        if missing:
+            raise InputError(f"no prediction for frame {missing[0]}", folder / case.case_id)
+        predicted = np.stack([io.read_label_map(found[stem(p)]) for p in case.labels])
+    else:
+        paths = [p for p in image_files(folder) if stem(p) == case.case_id] if folder.is_dir() else []
+        if not paths:
+            raise InputError(f"no prediction named {case.case_id}.<ext>", folder)
+        predicted = io.read_label_map(paths[0])
+    if predicted.shape != shape:
+        raise InputError(
+            f"prediction shape {predicted.shape} does not match the mask's {shape}", folder
+        )
+    return predicted if label_choice is None else label_choice.apply(predicted)

@@ -22,7 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from automedseg.errors import AutomedsegError
-from automedseg.evaluate.datasets import Case, DataSet, LabelChoice, find_cases, load_case
+from automedseg.evaluate.datasets import (
+    Case,
+    DataSet,
+    LabelChoice,
+    find_cases,
+    load_case,
+    load_prediction,
+)
 from automedseg.evaluate.metrics import (
     detection_scores,
     label_metrics,
@@ -128,6 +135,17 @@ def _propagated(unit, truth, prompter, predictor, times: PlaneTimes) -> Predicti
     return Prediction(labels, len(objects), depth, ms, (tp, fp, fn))
 
 
+def _external(case: Case, folder: Path, truth: np.ndarray, choice) -> Prediction:
+    """Another tool's label map for the case; detection scored on its connected components."""
+    labels = load_prediction(case, folder, truth.shape, choice)
+    planes = (labels[None], truth[None]) if labels.ndim == 2 else (labels, truth)
+    tp = fp = fn = 0
+    for found, wanted in zip(*planes, strict=True):
+        a, b, c = detections(oracle_boxes(found), oracle_boxes(wanted))
+        tp, fp, fn = tp + a, fp + b, fn + c
+    return Prediction(labels, 0, len(planes[0]), dict.fromkeys(STAGES, 0.0), (tp, fp, fn))
+
+
 def detections(found: Boxes, truth: Boxes) -> tuple[int, int, int]:
     """(tp, fp, fn) of found boxes against the ground truth's, label by label, IoU >= 0.5."""
     tp = fp = fn = 0
@@ -163,6 +181,7 @@ def evaluate(
     progress: bool = True,
     runtime: str | None = None,
     models: str | Path | None = None,
+    predictions: str | Path | None = None,
 ) -> dict:
     """Evaluate LiteMedSAM on a data set; write per_case.csv, summary.json, report.md, plots.
 
@@ -171,57 +190,28 @@ def evaluate(
     or every label as one foreground. Volumes and sequences in automatic mode are propagated
     slice to slice (``propagate``) or prompted slice by slice. ``runtime`` "onnx"/"int8" runs
     the ONNX models of ``models`` (or of the task) on ONNX Runtime (see
-    ``deploy.model_set``). Returns the summary.
+    ``deploy.model_set``). ``predictions`` instead scores another tool's label maps, one
+    file per case named like the data set's masks (see ``datasets.load_prediction``), with
+    the same metrics (mode "predictions"). Returns the summary.
     """
-    from automedseg.checkpoints import read_card
-    from automedseg.deploy.model_set import choose_runtime, load_model_set, task_model_set
     from automedseg.evaluate.report import write_report
-    from automedseg.prompt import load_prompter, task_card
-    from automedseg.segment.litemedsam import (
-        LiteMedSAMPredictor,
-        load_litemedsam,
-        packaged_weights_path,
-    )
 
     modes = {"oracle": ["oracle"], "auto": ["auto"], "both": ["oracle", "auto"]}.get(prompts)
     if modes is None:
         raise AutomedsegError(f"--prompts must be oracle, auto or both, not {prompts!r}")
-    finder, models_mb = None, {}
-    if "auto" in modes:
-        if not (task or prompter):
-            raise AutomedsegError(
-                "automatic prompts need a prompter: pass --task NAME or --prompter CARD.json"
-            )
-        card_path = task_card(task) if task else Path(prompter)
-        finder = load_prompter(card=card_path)
-        card = read_card(card_path)
-        weights_file = card_path.parent / card["weights_file"]
-        models_mb[f"prompter ({card['kind']})"] = round(weights_file.stat().st_size / 1e6, 2)
     dataset = find_cases(data, split)
-    model_set = Path(models) if models is not None else task_model_set(task)
-    runtime = choose_runtime(runtime or ("torch" if weights else None), model_set)
-    if runtime == "torch":
-        weights_path = Path(weights) if weights else packaged_weights_path()
-        predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else weights_path))
-        models_mb["litemedsam"] = round(weights_path.stat().st_size / 1e6, 2)
+    if predictions is not None:
+        predictions = Path(predictions)
+        if not predictions.is_dir():
+            raise AutomedsegError(f"predictions folder {predictions} does not exist")
+        modes, loaded = ["predictions"], _Models(None, None, {}, "none", None)
     else:
-        if weights:
-            raise AutomedsegError(f"--runtime {runtime} does not take --weights")
-        onnx_set = load_model_set(model_set, runtime, None if finder is None else card["sha256"])
-        predictor = onnx_set.predictor
-        models_mb = {}
-        parts = {"image encoder": predictor.encoder, "mask decoder": predictor.decoder}
-        if onnx_set.prompter is not None:
-            parts["prompter"] = onnx_set.prompter.model
-        for name, model in parts.items():
-            models_mb[f"{name} ({runtime})"] = round(model.path.stat().st_size / 1e6, 2)
-        if finder is not None:
-            finder = onnx_set.prompter
+        loaded = _load_models(modes, weights, task, prompter, runtime, models)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = Evaluation(
-        predictor, finder, modes, dataset.layout, channel, nsd_tolerance_mm, label_choice,
-        propagate,
+        loaded.predictor, loaded.prompter, modes, dataset.layout, channel, nsd_tolerance_mm,
+        label_choice, propagate, predictions,
     )  # fmt: skip
     rows: list[dict] = []
     interrupted = False
@@ -244,14 +234,14 @@ def evaluate(
         label_names={str(k): v for k, v in dataset.label_names.items()},
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
-        threads=_torch_threads() if runtime == "torch" else _onnx_threads(predictor),
-        runtime=runtime,
-        segmenter="LiteMedSAM",
+        threads=_threads(loaded),
+        runtime=loaded.runtime,
+        segmenter="LiteMedSAM" if predictions is None else f"predictions in {predictions}",
         nsd_tolerance_mm=nsd_tolerance_mm,
         **(label_choice or LabelChoice()).as_dict(),
         propagate=propagate,
-        models_mb=models_mb,
-        prompter=None if finder is None else str(card_path),
+        models_mb=loaded.mb,
+        prompter=None if loaded.card is None else str(loaded.card),
         interrupted=interrupted,
         command=" ".join(sys.argv) if sys.argv and "automedseg" in sys.argv[0] else None,
     )
@@ -259,6 +249,59 @@ def evaluate(
     if interrupted:
         raise KeyboardInterrupt
     return summary
+
+
+@dataclass
+class _Models:
+    predictor: object
+    prompter: Prompter | None
+    mb: dict[str, float]
+    runtime: str
+    card: Path | None
+    """The automatic prompter's card."""
+
+
+def _load_models(modes, weights, task, prompter, runtime, models) -> _Models:
+    """LiteMedSAM on the chosen runtime and, for automatic prompts, the prompter."""
+    from automedseg.checkpoints import read_card
+    from automedseg.deploy.model_set import choose_runtime, load_model_set, task_model_set
+    from automedseg.prompt import load_prompter, task_card
+    from automedseg.segment.litemedsam import (
+        LiteMedSAMPredictor,
+        load_litemedsam,
+        packaged_weights_path,
+    )
+
+    finder, card_path, models_mb = None, None, {}
+    if "auto" in modes:
+        if not (task or prompter):
+            raise AutomedsegError(
+                "automatic prompts need a prompter: pass --task NAME or --prompter CARD.json"
+            )
+        card_path = task_card(task) if task else Path(prompter)
+        finder = load_prompter(card=card_path)
+        card = read_card(card_path)
+        weights_file = card_path.parent / card["weights_file"]
+        models_mb[f"prompter ({card['kind']})"] = round(weights_file.stat().st_size / 1e6, 2)
+    model_set = Path(models) if models is not None else task_model_set(task)
+    runtime = choose_runtime(runtime or ("torch" if weights else None), model_set)
+    if runtime == "torch":
+        weights_path = Path(weights) if weights else packaged_weights_path()
+        predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else weights_path))
+        models_mb["litemedsam"] = round(weights_path.stat().st_size / 1e6, 2)
+        return _Models(predictor, finder, models_mb, runtime, card_path)
+    if weights:
+        raise AutomedsegError(f"--runtime {runtime} does not take --weights")
+    onnx_set = load_model_set(model_set, runtime, None if finder is None else card["sha256"])
+    predictor = onnx_set.predictor
+    parts = {"image encoder": predictor.encoder, "mask decoder": predictor.decoder}
+    if onnx_set.prompter is not None:
+        parts["prompter"] = onnx_set.prompter.model
+    models_mb = {
+        f"{name} ({runtime})": round(model.path.stat().st_size / 1e6, 2)
+        for name, model in parts.items()
+    }
+    return _Models(predictor, onnx_set.prompter, models_mb, runtime, card_path)
 
 
 @dataclass
@@ -274,6 +317,8 @@ class Evaluation:
     nsd_tolerance_mm: float = 2.0
     label_choice: LabelChoice | None = None
     propagate: bool = True
+    predictions: Path | None = None
+    """Folder of another tool's label maps, scored as mode "predictions"."""
     times: dict[str, PlaneTimes] = field(default_factory=dict)
     io_ms: list[float] = field(default_factory=list)
 
@@ -294,15 +339,21 @@ class Evaluation:
         rows = []
         for mode in self.modes:
             finder = self.prompter if mode == "auto" else None
-            # Automatic mode also scores classes the prompter found where there are none.
-            labels = sorted(truth_labels | set(finder.labels if finder else ()))
             try:
-                p = predict_case(
-                    image, truth, finder, self.predictor, self.times[mode], self.propagate
-                )
+                if mode == "predictions":
+                    p = _external(case, self.predictions, truth, self.label_choice)
+                else:
+                    p = predict_case(
+                        image, truth, finder, self.predictor, self.times[mode], self.propagate
+                    )
             except AutomedsegError as error:
                 rows.append(_error_row(case.case_id, mode, error))
                 continue
+            # Automatic modes also score classes found where there are none.
+            found = set(finder.labels) if finder else set()
+            if mode == "predictions":
+                found = {int(v) for v in np.unique(p.labels) if v != 0}
+            labels = sorted(truth_labels | found)
             scores = label_metrics(p.labels, truth, labels, spacing, self.nsd_tolerance_mm)
             for label, m in scores.items():
                 rows.append(
@@ -323,9 +374,9 @@ class Evaluation:
                         "pred_voxels": m["pred_voxels"],
                         "n_boxes": p.n_boxes,
                         "n_planes": p.n_planes,
-                        "det_tp": p.detection[0] if finder else "",
-                        "det_fp": p.detection[1] if finder else "",
-                        "det_fn": p.detection[2] if finder else "",
+                        "det_tp": p.detection[0] if mode != "oracle" else "",
+                        "det_fp": p.detection[1] if mode != "oracle" else "",
+                        "det_fn": p.detection[2] if mode != "oracle" else "",
                         "ms_io": round(ms_io, 2),
                         "ms_prompter": round(p.ms["prompter"], 2),
                         "ms_encoder": round(p.ms["encoder"], 2),
@@ -382,7 +433,7 @@ def summarise(rows: list[dict], modes: list[str], times: dict, io_ms: list[float
                 "n_cases": len(these),
             }
         summary["per_label"][mode] = by_label
-        if mode == "auto":
+        if mode != "oracle":
             summary["modes"][mode]["detection"] = detection_summary(good)
     return summary
 
@@ -415,14 +466,15 @@ def _error_row(case_id: str, mode: str, error: AutomedsegError) -> dict:
     return row
 
 
-def _onnx_threads(predictor) -> int:
-    return int(predictor.encoder.session.get_session_options().intra_op_num_threads)
+def _threads(models: _Models) -> int | None:
+    """Threads of the segmenter's runtime (None when no model ran)."""
+    if models.runtime == "torch":
+        import torch
 
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
+        return torch.get_num_threads()
+    if models.predictor is None:
+        return None
+    return int(models.predictor.encoder.session.get_session_options().intra_op_num_threads)
 
 
 def _mean(values: list[float]) -> float | None:
