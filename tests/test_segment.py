@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from automedseg.errors import InputError, WeightsError
+from automedseg.segment import intensity
 from automedseg.segment.intensity import to_unit_range
 from automedseg.segment.litemedsam import (
     LiteMedSAMPredictor,
@@ -105,6 +106,16 @@ def test_intensity_rgb_divides_by_255_and_gray_clips_percentiles():
     unit = to_unit_range(Image(gray, 2, modality="MR"))
     assert unit.min() == 0.0 and unit.max() == 1.0
     assert (unit == 0.0).sum() == 5 and (unit == 1.0).sum() == 5  # 0.5% clipped at each end
+
+
+def test_a_large_volume_takes_its_percentiles_from_a_sample(monkeypatch):
+    rng = np.random.default_rng(0)
+    volume = rng.gamma(2.0, 100.0, (40, 64, 64)).astype(np.int16)
+    full = np.percentile(volume[volume != 0], intensity.PERCENTILES)
+    monkeypatch.setattr(intensity, "PERCENTILE_SAMPLE", volume.size // 10)
+    lo, hi = intensity.intensity_range(Image(volume, 3, modality="MR"))
+    assert abs(lo - full[0]) <= 2 and abs(hi - full[1]) <= 0.02 * full[1]
+    assert (lo, hi) != tuple(full)  # the sample was used, not the whole volume
 
 
 def test_constant_image_is_refused():
