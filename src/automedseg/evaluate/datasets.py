@@ -270,7 +270,9 @@ def load_prediction(
             raise InputError(f"no prediction for frame {missing[0]}", folder / case.case_id)
         predicted = np.stack([io.read_label_map(found[stem(p)]) for p in case.labels])
     else:
-        paths = [p for p in image_files(folder) if stem(p) == case.case_id] if folder.is_dir() else []
+        paths = (
+            [p for p in image_files(folder) if stem(p) == case.case_id] if folder.is_dir() else []
+        )
         if not paths:
             raise InputError(f"no prediction named {case.case_id}.<ext>", folder)
         predicted = io.read_label_map(paths[0])
