@@ -142,3 +142,35 @@ def test_kept_encodings_are_bounded_and_empty_planes_are_not_kept():
     labels, _ = propagation.run(volume)
     np.testing.assert_array_equal(labels > 0, volume > 0.5)
     assert len(propagation._states) <= 3 and segmenter.encodes > len(volume)
+
+
+class BoxFiller(ThresholdSegmenter):
+    """A stand-in segmenter that fills whatever box it is given (SAM's habit on weak edges)."""
+
+    def predict(self, boxes):
+        masks = np.zeros((len(boxes), *self.image.shape[:2]), bool)
+        for mask, (x0, y0, x1, y1) in zip(masks, np.asarray(boxes).astype(int), strict=True):
+            mask[y0 : y1 + 1, x0 : x1 + 1] = True
+        return masks
+
+
+def test_the_prompters_matching_box_stops_the_carried_box_from_drifting():
+    volume = np.full((8, 40, 40), 0.2, np.float32)
+    truth = (10, 10, 19, 19)
+    finder = OnePlaneFinder({z: [(*truth, 1, 0.9)] for z in range(8)})
+    labels, _ = Propagation(finder, BoxFiller(), margin=0.2).run(volume)
+    assert all(tuple(mask_box(plane > 0)) == truth for plane in labels)
+    finder = OnePlaneFinder({z: [(*truth, 1, 0.9)] for z in range(8)})
+    carried, _ = Propagation(finder, BoxFiller(), margin=0.2, snap=False).run(volume)
+    assert max((plane > 0).sum() for plane in carried) > 100  # grown by the margin
+
+
+def test_a_mask_growing_past_max_growth_without_confirmation_ends_the_object():
+    volume = np.full((9, 64, 64), 0.2, np.float32)
+    seeds = {4: Boxes(np.array([[30.0, 30.0, 39.0, 39.0]]), [1], [0.9])}
+    labels, objects = Propagation(None, BoxFiller(), seeds=seeds, margin=0.1).run(volume)
+    assert sorted(objects[0].masks) == [3, 4, 5]  # 100 → 144 pixels kept, 225 > 2 × 100 not
+    labels, objects = Propagation(None, BoxFiller(), seeds=seeds, margin=0.1, max_growth=None).run(
+        volume
+    )
+    assert sorted(objects[0].masks) == list(range(9))

@@ -7,12 +7,16 @@ propagated both ways — the mask on plane k gives the box for plane k ± 1 — 
 plane). Remaining boxes that no object covers seed further objects (re-seeding where the
 prompter finds the object again), down to ``seed_threshold``.
 
-An object is also stopped where the prompter contradicts it: on a plane where the prompter
-found boxes but none of the object's label matching it, for more than ``patience`` planes
-in a row; those unconfirmed planes are dropped. A plane where the prompter found nothing at all
-is no evidence (a prompter that sees an object on a key slice only still has it followed).
-This keeps a false box from seeding an object that is then carried through a whole video:
-on the larynx sequences every false box (0.88 per frame) did so before.
+On every plane the prompter has a say. Where it found a box of the object's label matching
+the carried box (IoU ≥ ``covered_iou``), that box prompts the segmenter instead (``snap``):
+the carried box, grown by ``margin`` on every plane, otherwise drifts and the mask grows with
+it. Where it found boxes but none matching, it contradicts the object; after more than
+``patience`` contradictions since the prompter last confirmed the object, the object stops and
+the planes since that confirmation are dropped. A plane where the prompter found nothing at all
+is no evidence (a prompter that sees an object on a key slice only still has it followed), but
+a mask that grows to more than ``max_growth`` times its area on the last confirmed plane ends
+the object there. On the held-out larynx sequences snapping was what made propagation
+nearly as good as prompting every frame on its own (README, "Volumes and videos").
 
 Where objects overlap the one with the higher seed score wins. Each plane is encoded at most
 once when the segmenter can hand back its encoded state (``encoded()`` / ``use()``, as
@@ -34,17 +38,45 @@ from automedseg.prompt.base import Prompter
 from automedseg.types import Boxes, box_iou
 
 
+@dataclass(frozen=True)
+class Crop:
+    """A non-empty mask kept as the contents of its bounding box: a full 512×512 plane would
+    take 256 KB per object and plane, a CT's worth of them gigabytes."""
+
+    y0: int
+    x0: int
+    inside: np.ndarray
+    """(h, w) bool: the mask within its box."""
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> Crop:
+        x0, y0, x1, y1 = (int(v) for v in mask_box(mask))
+        return cls(y0, x0, mask[y0 : y1 + 1, x0 : x1 + 1].copy())
+
+    @property
+    def area(self) -> int:
+        return int(self.inside.sum())
+
+    def box(self) -> np.ndarray:
+        h, w = self.inside.shape
+        return np.array([self.x0, self.y0, self.x0 + w - 1, self.y0 + h - 1], np.float32)
+
+    def paint(self, plane: np.ndarray, value: int) -> None:
+        h, w = self.inside.shape
+        plane[self.y0 : self.y0 + h, self.x0 : self.x0 + w][self.inside] = value
+
+
 @dataclass
 class TrackedObject:
     label: int
     seed_plane: int
     seed_score: float
-    masks: dict[int, np.ndarray] = field(default_factory=dict)
-    """Plane index → (H, W) bool mask."""
+    masks: dict[int, Crop] = field(default_factory=dict)
+    """Plane index → the object's mask there."""
 
     def box_on(self, plane: int) -> np.ndarray | None:
         mask = self.masks.get(plane)
-        return None if mask is None else mask_box(mask)
+        return None if mask is None else mask.box()
 
 
 @dataclass
@@ -67,9 +99,17 @@ class Propagation:
     seeds: dict[int, Boxes] | None = None
     """Boxes given on known planes (a user's), used instead of asking the prompter."""
     patience: int = 2
-    """Planes in a row the prompter may contradict an object before it stops there."""
+    """Planes the prompter may contradict an object, since it last confirmed it, before the
+    object stops there."""
     max_states: int = 64
     """Encoded planes kept for reuse; the least recently used go first."""
+    snap: bool = True
+    """Prompt with the prompter's matching box on a plane, where it found one, instead of the
+    box carried from the previous plane (stops drift)."""
+    max_growth: float | None = 2.0
+    """A plane without a matching prompter box whose mask is more than this times the area on
+    the object's last matched plane (or seed) ends the object there: a mask leaking into its
+    surroundings, a box that grows by ``margin`` on every plane. None: no limit."""
 
     def run(self, planes: np.ndarray) -> tuple[np.ndarray, list[TrackedObject]]:
         """(label map (Z, H, W), objects) for planes in [0, 1] stacked along axis 0."""
@@ -89,7 +129,7 @@ class Propagation:
             mask = self._segment(z, box)
             if mask.sum() < self.min_pixels:
                 continue
-            obj.masks[z] = mask
+            obj.masks[z] = Crop.of(mask)
             for step in (-1, 1):
                 self._follow(obj, z, step)
             objects.append(obj)
@@ -134,36 +174,58 @@ class Propagation:
     def _follow(self, obj: TrackedObject, start: int, step: int) -> None:
         previous = obj.masks[start]
         z = start + step
-        unconfirmed: list[int] = []
+        pending: list[int] = []  # planes since the prompter last confirmed the object
+        contradictions = 0
+        anchor = previous.area
         while 0 <= z < len(self._planes) and z not in obj.masks:
-            box = grow(mask_box(previous), self.margin, previous.shape)
-            mask = self._segment(z, box)
+            box = grow(previous.box(), self.margin, self._planes.shape[1:3])
+            detected = self._match(z, obj.label, box) if self.snap else None
+            mask = self._segment(z, box if detected is None else detected)
             area = int(mask.sum())
-            if area < self.min_pixels or area < self.min_keep * previous.sum():
+            if area < self.min_pixels or area < self.min_keep * previous.area:
                 return
-            obj.masks[z] = mask
-            if self._contradicted(z, obj.label, mask):
-                unconfirmed.append(z)
-                if len(unconfirmed) > self.patience:
-                    for plane in unconfirmed:
+            if detected is not None:
+                anchor = area
+            elif self.max_growth is not None and area > self.max_growth * anchor:
+                return
+            obj.masks[z] = Crop.of(mask)
+            evidence = self._evidence(z, obj.label, obj.masks[z].box())
+            if evidence == "confirmed":
+                pending.clear()
+                contradictions = 0
+            else:
+                pending.append(z)
+                contradictions += evidence == "contradicted"
+                if contradictions > self.patience:
+                    for plane in pending:
                         del obj.masks[plane]
                     return
-            else:
-                unconfirmed.clear()
-            previous, z = mask, z + step
+            previous, z = obj.masks[z], z + step
 
-    def _contradicted(self, z: int, label: int, mask: np.ndarray) -> bool:
-        """Whether the prompter found boxes on plane z but none of ``label`` that matches the
-        mask's box (IoU at least ``covered_iou``; an object that spreads over a larger region
-        than any box found there is contradicted too)."""
+    def _match(self, z: int, label: int, box: np.ndarray) -> np.ndarray | None:
+        """The prompter's box of ``label`` on plane z that best overlaps ``box`` (IoU at least
+        ``covered_iou``), if any."""
+        best, best_iou = None, self.covered_iou
+        for other, other_label in self._found.get(z, []):
+            if other_label == label:
+                iou = float(box_iou(box[None], other[None])[0, 0])
+                if iou >= best_iou:
+                    best, best_iou = other, iou
+        return best
+
+    def _evidence(self, z: int, label: int, box: np.ndarray) -> str:
+        """What the prompter says about an object with mask ``box`` on plane z: "confirmed"
+        (a box of ``label`` matching it, IoU at least ``covered_iou``), "contradicted" (boxes,
+        but none that matches: an object spreading over a larger region than any box found
+        there is contradicted too) or "silent" (nothing found on the plane)."""
         found = self._found.get(z)
         if not found:
-            return False
-        box = mask_box(mask)
-        return not any(
+            return "silent"
+        matched = any(
             other_label == label and box_iou(box[None], other[None])[0, 0] >= self.covered_iou
             for other, other_label in found
         )
+        return "confirmed" if matched else "contradicted"
 
     def _encode(self, z: int) -> None:
         if self._encoded == z:
@@ -197,11 +259,11 @@ class Propagation:
 
 def paint(objects: list[TrackedObject], values: list[int], shape: tuple[int, ...]) -> np.ndarray:
     """A map of ``values[i]`` over object i's masks; the higher seed score wins overlaps."""
-    out = np.zeros(shape, dtype=np.uint16)
+    out = np.zeros(shape, dtype=np.uint8 if max(values, default=0) < 256 else np.uint16)
     for i in sorted(range(len(objects)), key=lambda i: objects[i].seed_score):
         for z, mask in objects[i].masks.items():
-            out[z][mask] = values[i]
-    return out.astype(np.uint8) if out.max(initial=0) < 256 else out
+            mask.paint(out[z], values[i])
+    return out
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray:
