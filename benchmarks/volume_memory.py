@@ -4,7 +4,7 @@
 
 Writes a synthetic int16 NIfTI (noise plus a bright ellipsoid spanning about 60 slices), then
 runs ``automedseg segment VOLUME --box ... --slice MIDDLE`` in a fresh process per runtime
-(torch, and int8 when ``--models`` is given) and reports the child's peak RSS (VmHWM), wall
+(``--runtimes``, default torch and int8; int8 needs ``--models``) and reports the child's peak RSS (VmHWM), wall
 time, and the Dice of the propagated mask against the ellipsoid.
 Writes OUT/volume_memory.json.
 """
@@ -68,7 +68,10 @@ def main(args: argparse.Namespace) -> None:
     volume = out / "volume_512x512x300.nii.gz"
     truth, box = make_volume(volume)
     rows = {}
-    for runtime in ["torch"] + (["int8"] if args.models else []):
+    runtimes = args.runtimes.split(",")
+    if "int8" in runtimes and not args.models:
+        raise SystemExit("--runtimes int8 needs --models")
+    for runtime in runtimes:
         result = out / runtime
         rows[runtime] = run(volume, box, result, runtime, args.models, args.threads)
         mask = np.asarray(nib.load(str(result / "volume_512x512x300_seg.nii.gz")).dataobj) > 0
@@ -88,5 +91,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, help="an `automedseg quantize` output folder")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runtimes", default="torch,int8", help="comma-separated: torch,int8")
     parser.add_argument("--out", required=True)
     main(parser.parse_args())

@@ -58,6 +58,7 @@ def segment_files(
     image_size: int = 512,
     runtime: str | None = None,
     models: str | Path | None = None,
+    segmenter_weights: str | Path | None = None,
 ) -> list[CaseOutcome]:
     """Segment each input and write mask, overlay and JSON into ``out``.
 
@@ -75,7 +76,8 @@ def segment_files(
     ``runtime`` "onnx" or "int8" runs LiteMedSAM and a head prompter on ONNX Runtime, without
     torch, from the model set ``models`` (written by ``automedseg quantize``) or the one the
     ``task`` ships; by default the fastest runtime whose recorded fidelity is within budget
-    (``deploy.model_set.choose_runtime``).
+    (``deploy.model_set.choose_runtime``). ``segmenter_weights`` is the card of a fine-tuned
+    LiteMedSAM part (``automedseg train segmenter``), used on the torch runtime.
     """
     if modality is not None and modality not in MODALITIES:
         raise AutomedsegError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
@@ -90,14 +92,15 @@ def segment_files(
             "--prompter CARD.json, or --box X0 Y0 X1 Y1 for each object"
         )
     model_set = Path(models) if models is not None else task_model_set(task)
-    if segmenter != "litemedsam" or weights is not None:
+    custom = segmenter != "litemedsam" or weights is not None or segmenter_weights is not None
+    if custom:
         runtime = runtime or "torch"
     runtime = choose_runtime(runtime, model_set)
     if runtime != "torch":
-        if segmenter != "litemedsam" or weights is not None:
+        if custom:
             raise AutomedsegError(
                 f"--runtime {runtime} runs the exported LiteMedSAM: it does not take "
-                "--segmenter medsam2 or --weights (quantize those weights instead)"
+                "--segmenter medsam2, --weights or --segmenter-weights (use --runtime torch)"
             )
         sha = None if boxes else _prompter_sha256(task, prompter)
         onnx_set = load_model_set(model_set, runtime, sha)
@@ -130,7 +133,11 @@ def segment_files(
         raise AutomedsegError(f"unknown segmenter {segmenter!r}; choose litemedsam or medsam2")
     predictor = None
     if sam2_model is None or getattr(finder, "uses_embedding", False):
-        predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else Path(weights)))
+        model = load_litemedsam(
+            None if weights is None else Path(weights),
+            delta=None if segmenter_weights is None else Path(segmenter_weights),
+        )
+        predictor = LiteMedSAMPredictor(model)
     return _segment_each(
         inputs, out, finder, predictor, sam2_model, slice_index, boxes, modality, window,
         propagate, progress, on_error,

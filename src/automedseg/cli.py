@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     qu.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
 
-    train = commands.add_parser("train", help="train a prompter on your data")
+    train = commands.add_parser("train", help="train a prompter or tune the segmenter on your data")
     what = train.add_subparsers(dest="what", required=True)
     tp = what.add_parser(
         "prompter",
@@ -199,6 +199,32 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--limit", type=int, help="use only the first N cases (head only)")
     _label_options(tp, "train on")
     tp.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    ts = what.add_parser(
+        "segmenter",
+        help="fine-tune LiteMedSAM on your data",
+        description="Fine-tune part of LiteMedSAM on a data folder in any layout evaluate "
+        "reads, prompted by the masks' boxes jittered as a detector errs. Writes the tuned "
+        "tensors only (safetensors) with a card, train/val case lists and train.log; use it "
+        "with segment/evaluate --segmenter-weights OUT/segmenter.json.",
+    )
+    ts.add_argument("--data", required=True, help="data set folder with manual masks")
+    ts.add_argument(
+        "--method", choices=("decoder",), default="decoder", help="decoder: the mask decoder"
+    )
+    ts.add_argument("--out", required=True, help="output folder")
+    ts.add_argument(
+        "--val-split", dest="val_fraction", type=float, default=0.2,
+        help="share of cases held out for validation (default 0.2)",
+    )  # fmt: skip
+    ts.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
+    ts.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    ts.add_argument("--cache", help="embedding cache folder (default OUT/cache)")
+    ts.add_argument("--channel", type=int, default=0, help="image channel for multi-channel data")
+    ts.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    ts.add_argument("--limit", type=int, help="use only the first N cases")
+    _label_options(ts, "train on")
+    ts.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
 
@@ -224,6 +250,11 @@ def _runtime_options(parser: argparse.ArgumentParser) -> None:
         "their fidelity budget, else torch",
     )
     parser.add_argument("--models", help="model folder written by `automedseg quantize`")
+    parser.add_argument(
+        "--segmenter-weights",
+        help="card (.json) of a fine-tuned LiteMedSAM part from `automedseg train segmenter` "
+        "(torch runtime)",
+    )
 
 
 def _label_choice(args: argparse.Namespace):
@@ -243,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tasks":
             return _tasks()
         if args.command == "train":
-            return _train_prompter(args)
+            return _train_prompter(args) if args.what == "prompter" else _train_segmenter(args)
         if args.command == "quantize":
             return _quantize(args)
     except AutomedsegError as error:
@@ -279,6 +310,7 @@ def _segment(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         runtime=args.runtime,
         models=args.models,
+        segmenter_weights=args.segmenter_weights,
     )
     for outcome in outcomes:
         if outcome.empty:
@@ -310,6 +342,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         models=args.models,
         predictions=args.predictions,
+        segmenter_weights=args.segmenter_weights,
     )
     for mode, m in summary["modes"].items():
         print(
@@ -372,6 +405,19 @@ def _train_prompter(args: argparse.Namespace) -> int:
             label_choice=_label_choice(args), progress=progress,
         )  # fmt: skip
     print(f"trained prompter: {card}")
+    return 0
+
+
+def _train_segmenter(args: argparse.Namespace) -> int:
+    from automedseg.train.segmenter import train_segmenter
+
+    card = train_segmenter(
+        args.data, args.out, method=args.method, val_fraction=args.val_fraction,
+        epochs=args.epochs, cache=args.cache, resume=args.resume, channel=args.channel,
+        seed=args.seed, label_choice=_label_choice(args), limit=args.limit,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"tuned segmenter: {card}")
     return 0
 
 

@@ -182,6 +182,7 @@ def evaluate(
     runtime: str | None = None,
     models: str | Path | None = None,
     predictions: str | Path | None = None,
+    segmenter_weights: str | Path | None = None,
 ) -> dict:
     """Evaluate LiteMedSAM on a data set; write per_case.csv, summary.json, report.md, plots.
 
@@ -192,7 +193,8 @@ def evaluate(
     the ONNX models of ``models`` (or of the task) on ONNX Runtime (see
     ``deploy.model_set``). ``predictions`` instead scores another tool's label maps, one
     file per case named like the data set's masks (see ``datasets.load_prediction``), with
-    the same metrics (mode "predictions"). Returns the summary.
+    the same metrics (mode "predictions"). ``segmenter_weights`` is the card of a fine-tuned
+    LiteMedSAM part (``automedseg train segmenter``; torch runtime). Returns the summary.
     """
     from automedseg.evaluate.report import write_report
 
@@ -206,7 +208,7 @@ def evaluate(
             raise AutomedsegError(f"predictions folder {predictions} does not exist")
         modes, loaded = ["predictions"], _Models(None, None, {}, "none", None)
     else:
-        loaded = _load_models(modes, weights, task, prompter, runtime, models)
+        loaded = _load_models(modes, weights, task, prompter, runtime, models, segmenter_weights)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = Evaluation(
@@ -236,7 +238,11 @@ def evaluate(
         machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
         threads=_threads(loaded),
         runtime=loaded.runtime,
-        segmenter="LiteMedSAM" if predictions is None else f"predictions in {predictions}",
+        segmenter=(
+            f"predictions in {predictions}"
+            if predictions is not None
+            else "LiteMedSAM" + (f" + delta {segmenter_weights}" if segmenter_weights else "")
+        ),  # fmt: skip
         nsd_tolerance_mm=nsd_tolerance_mm,
         **(label_choice or LabelChoice()).as_dict(),
         propagate=propagate,
@@ -261,7 +267,7 @@ class _Models:
     """The automatic prompter's card."""
 
 
-def _load_models(modes, weights, task, prompter, runtime, models) -> _Models:
+def _load_models(modes, weights, task, prompter, runtime, models, delta=None) -> _Models:
     """LiteMedSAM on the chosen runtime and, for automatic prompts, the prompter."""
     from automedseg.checkpoints import read_card
     from automedseg.deploy.model_set import choose_runtime, load_model_set, task_model_set
@@ -284,14 +290,22 @@ def _load_models(modes, weights, task, prompter, runtime, models) -> _Models:
         weights_file = card_path.parent / card["weights_file"]
         models_mb[f"prompter ({card['kind']})"] = round(weights_file.stat().st_size / 1e6, 2)
     model_set = Path(models) if models is not None else task_model_set(task)
-    runtime = choose_runtime(runtime or ("torch" if weights else None), model_set)
+    runtime = choose_runtime(runtime or ("torch" if weights or delta else None), model_set)
     if runtime == "torch":
         weights_path = Path(weights) if weights else packaged_weights_path()
-        predictor = LiteMedSAMPredictor(load_litemedsam(None if weights is None else weights_path))
+        model = load_litemedsam(
+            None if weights is None else weights_path, delta=None if delta is None else Path(delta)
+        )
         models_mb["litemedsam"] = round(weights_path.stat().st_size / 1e6, 2)
-        return _Models(predictor, finder, models_mb, runtime, card_path)
-    if weights:
-        raise AutomedsegError(f"--runtime {runtime} does not take --weights")
+        if delta is not None:
+            delta_card = read_card(delta)
+            delta_file = Path(delta_card["_path"]).parent / delta_card["weights_file"]
+            models_mb["segmenter delta"] = round(delta_file.stat().st_size / 1e6, 2)
+        return _Models(LiteMedSAMPredictor(model), finder, models_mb, runtime, card_path)
+    if weights or delta:
+        raise AutomedsegError(
+            f"--runtime {runtime} does not take --weights or --segmenter-weights (use torch)"
+        )
     onnx_set = load_model_set(model_set, runtime, None if finder is None else card["sha256"])
     predictor = onnx_set.predictor
     parts = {"image encoder": predictor.encoder, "mask decoder": predictor.decoder}
