@@ -51,7 +51,8 @@ def once():
         elif name == "mobilesam":
             embedding = model.image_encoder(image)
             sparse, dense = model.prompt_encoder(points=None, boxes=box, masks=None)
-            model.mask_decoder(image_embeddings=embedding, image_pe=model.prompt_encoder.get_dense_pe(),
+            model.mask_decoder(image_embeddings=embedding,
+                               image_pe=model.prompt_encoder.get_dense_pe(),
                                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                multimask_output=False)
         else:

@@ -4,8 +4,8 @@
 
 Writes a synthetic int16 NIfTI (noise plus a bright ellipsoid spanning about 60 slices), then
 runs ``automedseg segment VOLUME --box ... --slice MIDDLE`` in a fresh process per runtime
-(``--runtimes``, default torch and int8; int8 needs ``--models``) and reports the child's peak RSS (VmHWM), wall
-time, and the Dice of the propagated mask against the ellipsoid.
+(``--runtimes``, default torch and int8; int8 needs ``--models``) and reports the child's
+peak RSS (VmHWM), wall time, and the Dice of the propagated mask against the ellipsoid.
 Writes OUT/volume_memory.json.
 """
 
