@@ -30,11 +30,15 @@ from automedseg.train.data import iter_planes, split_cases
 from automedseg.train.embeddings import CachedPlane, cache_planes, load_entry, open_cache
 from automedseg.train.head import TrainLog
 
+MIN_TRAINING_PIXELS = 16
+"""Smaller components (annotation specks, in model-space pixels) are not training targets."""
+
 
 @dataclass(frozen=True)
 class Component:
     """One ground-truth object of a cached plane, in model space."""
 
+    label: int
     box: np.ndarray
     """XYXY inclusive, float32."""
     mask: np.ndarray
@@ -42,18 +46,19 @@ class Component:
 
 
 def components(target: np.ndarray, valid: tuple[int, int]) -> list[Component]:
-    """Every connected component of every label in a padded (256, 256) target."""
+    """Every connected component (8-connected, as oracle boxes are) of every label in a
+    padded (256, 256) target."""
     h, w = valid
     plane = target[:h, :w]
     found = []
     for label in np.unique(plane):
         if label == 0:
             continue
-        parts, count = ndimage.label(plane == label)
+        parts, _ = ndimage.label(plane == label, structure=np.ones((3, 3)))
         for index, region in enumerate(ndimage.find_objects(parts), start=1):
             rows, cols = region
             box = np.array([cols.start, rows.start, cols.stop - 1, rows.stop - 1], np.float32)
-            found.append(Component(box, parts == index))
+            found.append(Component(int(label), box, parts == index))
     return found
 
 
@@ -80,7 +85,7 @@ def train_epoch(model, optimizer, entries, jitter, boxes_per_plane, rng) -> floa
     losses = []
     for i in rng.permutation(len(entries)):
         embedding, target, valid, _ = load_entry(entries[i].path)
-        found = components(target, valid)
+        found = [c for c in components(target, valid) if c.mask.sum() >= MIN_TRAINING_PIXELS]
         if not found:
             continue
         picked = [found[j] for j in rng.integers(0, len(found), boxes_per_plane)]
@@ -98,7 +103,8 @@ def train_epoch(model, optimizer, entries, jitter, boxes_per_plane, rng) -> floa
 
 @torch.inference_mode()
 def oracle_dice(model, entries: list[CachedPlane]) -> float:
-    """Mean Dice over the components of the planes, each prompted by its exact box."""
+    """Mean Dice per plane and label, every component prompted by its exact box (as
+    ``evaluate --prompts oracle`` does, in model space)."""
     model.mask_decoder.eval()
     scores = []
     for entry in entries:
@@ -109,9 +115,10 @@ def oracle_dice(model, entries: list[CachedPlane]) -> float:
         boxes = torch.from_numpy(np.stack([c.box for c in found]))
         h, w = valid
         masks = (model.decode(torch.from_numpy(embedding)[None], boxes)[:, 0, :h, :w] > 0).numpy()
-        for mask, component in zip(masks, found, strict=True):
-            total = mask.sum() + component.mask.sum()
-            scores.append(2 * (mask & component.mask).sum() / total)
+        for label in sorted({c.label for c in found}):
+            mine = [m for m, c in zip(masks, found, strict=True) if c.label == label]
+            predicted, truth = np.any(mine, axis=0), target[:h, :w] == label
+            scores.append(2 * (predicted & truth).sum() / (predicted.sum() + truth.sum()))
     return float(np.mean(scores)) if scores else float("nan")
 
 
