@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean nnunet-setup
 
 setup: $(STAMP)
 
@@ -29,6 +29,15 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
+
+# The nnU-Net baseline (benchmarks/nnunet_baseline.py) in its own venv: nnunetv2 pins other
+# versions of packages we share (timm); torch and automedseg come from .venv through a .pth.
+nnunet-setup: setup
+	$(PYTHON) -m venv .venv-nnunet
+	$(BIN)/python -c "import site; print(site.getsitepackages()[0])" > \
+		"$$(.venv-nnunet/bin/python -c 'import site; print(site.getsitepackages()[0])')/automedseg_main.pth"
+	.venv-nnunet/bin/pip install --quiet nnunetv2==2.8.1
+	.venv-nnunet/bin/pip install --quiet --no-deps -e .
 
 clean:
 	rm -rf demo_output .pytest_cache

@@ -1,0 +1,171 @@
+"""nnU-Net v2 as the automatic baseline: same training split as our tasks, CPU, a stated budget.
+
+Runs with the interpreter of a venv that has ``nnunetv2`` (``make nnunet-setup`` makes
+``.venv-nnunet``; nnU-Net pins other versions of shared packages, so it is kept apart):
+
+    .venv-nnunet/bin/python benchmarks/nnunet_baseline.py prepare \\
+        --data ../shared/datasets/kvasir_seg --split runs/head_polyp5 --id 501 --name Polyp \\
+        --configuration 2d --work runs/nnunet
+    .venv-nnunet/bin/python benchmarks/nnunet_baseline.py train --id 501 --configuration 2d \\
+        --epochs 40 --iterations 25 --work runs/nnunet          # again to resume
+    automedseg evaluate --data ../shared/datasets/kvasir_seg \\
+        --split runs/head_polyp5/val_cases.txt --out runs/eval_polyp_val_nnunet --predictions \\
+        runs/nnunet/results/Dataset501_Polyp/nnUNetTrainerBudget__nnUNetPlans__2d/fold_0/validation
+
+``prepare`` writes every usable case of a data set in nnU-Net's raw format (images as
+``<case>_0000``, labels as 0..N maps; 2D RGB as PNG, volumes as NIfTI), a ``splits_final.json``
+whose fold 0 is exactly our split (``SPLIT/train_cases.txt``, ``SPLIT/val_cases.txt``), and
+runs nnU-Net's planning and preprocessing with one process. ``train`` trains fold 0 with
+``nnUNetTrainerBudget`` (below: ``--epochs`` × ``--iterations`` steps, a checkpoint every
+epoch, data augmentation in the main process), resumes from the latest checkpoint, and ends
+with nnU-Net's own validation, which writes the validation cases' predictions for
+``automedseg evaluate --predictions``. Wall time and budget go to WORK/budget_<id>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def environment(work: Path) -> None:
+    """nnU-Net's folders under WORK, one process for everything (a 2-core machine)."""
+    for name, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"),
+                      ("nnUNet_results", "results")):  # fmt: skip
+        (work / sub).mkdir(parents=True, exist_ok=True)
+        os.environ[name] = str((work / sub).resolve())
+    os.environ["nnUNet_n_proc_DA"] = "0"
+    os.environ["nnUNet_def_n_proc"] = "1"
+
+
+def prepare(args: argparse.Namespace) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from automedseg import io
+    from automedseg.evaluate.datasets import find_cases, load_case, read_split
+
+    work = Path(args.work)
+    environment(work)
+    split = Path(args.split)
+    train_ids = sorted(read_split(split / "train_cases.txt"))
+    val_ids = sorted(read_split(split / "val_cases.txt"))
+    dataset = find_cases(args.data)
+    name = f"Dataset{args.id:03d}_{args.name}"
+    raw = work / "raw" / name
+    shutil.rmtree(raw, ignore_errors=True)
+    (raw / "imagesTr").mkdir(parents=True)
+    (raw / "labelsTr").mkdir()
+    wanted = set(train_ids) | set(val_ids)
+    labels_seen: set[int] = set()
+    rgb, ending = False, ".nii.gz"
+    for case in dataset.cases:
+        if case.case_id not in wanted or case.problem:
+            continue
+        image, truth = load_case(case, layout=dataset.layout)
+        labels_seen |= {int(v) for v in np.unique(truth)}
+        if image.spatial_dims == 2:
+            rgb, ending = image.channels == 3, ".png"
+            Image.fromarray(image.array).save(raw / "imagesTr" / f"{case.case_id}_0000.png")
+            io.write_label_png(raw / "labelsTr" / f"{case.case_id}.png", truth)
+        else:
+            shutil.copy(case.images[0], raw / "imagesTr" / f"{case.case_id}_0000.nii.gz")
+            shutil.copy(case.labels[0], raw / "labelsTr" / f"{case.case_id}.nii.gz")
+    channels = {"0": "R", "1": "G", "2": "B"} if rgb else {"0": args.modality}
+    labels = {"background": 0, **{f"label{v}": v for v in sorted(labels_seen) if v}}
+    meta = {"channel_names": channels, "labels": labels, "file_ending": ending,
+            "numTraining": len(list((raw / "labelsTr").iterdir()))}  # fmt: skip
+    (raw / "dataset.json").write_text(json.dumps(meta, indent=2))
+    nnunet = Path(sys.executable).parent
+    subprocess.run([str(nnunet / "nnUNetv2_plan_and_preprocess"), "-d", str(args.id),
+                    "-c", args.configuration, "-np", "1", "--verify_dataset_integrity"],
+                   check=True)  # fmt: skip
+    splits = [{"train": train_ids, "val": val_ids}]
+    (work / "preprocessed" / name / "splits_final.json").write_text(json.dumps(splits, indent=2))
+    print(f"prepared {name}: {len(train_ids)} train / {len(val_ids)} val cases")
+
+
+def budget_trainer():
+    """nnU-Net's default trainer with a CPU budget: fewer epochs and steps, a checkpoint
+    every epoch. Everything else (network, loss, augmentation, plans) is nnU-Net's."""
+    import torch
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    CPU = torch.device("cpu")
+
+    class nnUNetTrainerBudget(nnUNetTrainer):
+        def __init__(self, plans, configuration, fold, dataset_json, device=None):
+            super().__init__(plans, configuration, fold, dataset_json, device or CPU)
+            self.num_epochs = int(os.environ["AUTOMEDSEG_NNUNET_EPOCHS"])
+            self.num_iterations_per_epoch = int(os.environ["AUTOMEDSEG_NNUNET_ITERATIONS"])
+            self.num_val_iterations_per_epoch = max(1, self.num_iterations_per_epoch // 5)
+            self.save_every = 1
+
+    return nnUNetTrainerBudget
+
+
+def train(args: argparse.Namespace) -> None:
+    import torch
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    work = Path(args.work)
+    environment(work)
+    os.environ["AUTOMEDSEG_NNUNET_EPOCHS"] = str(args.epochs)
+    os.environ["AUTOMEDSEG_NNUNET_ITERATIONS"] = str(args.iterations)
+    torch.set_num_threads(args.threads)
+    name = maybe_convert_to_dataset_name(args.id)
+    pre = work / "preprocessed" / name
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    dataset_json = json.loads((pre / "dataset.json").read_text())
+    trainer = budget_trainer()(plans, args.configuration, 0, dataset_json, torch.device("cpu"))
+    latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
+    budget_path = work / f"budget_{args.id:03d}.json"
+    earlier = json.loads(budget_path.read_text())["seconds"] if budget_path.is_file() else 0.0
+    final = Path(trainer.output_folder) / "checkpoint_final.pth"
+    started = time.perf_counter()
+    try:
+        if not final.is_file():
+            if latest.is_file():
+                trainer.load_checkpoint(torch.load(latest, map_location="cpu", weights_only=True))
+                print(f"resuming after epoch {trainer.current_epoch}")
+            trainer.run_training()
+        else:
+            trainer.load_checkpoint(torch.load(final, map_location="cpu", weights_only=True))
+        trainer.perform_actual_validation()
+    finally:
+        budget = {"dataset": name, "configuration": args.configuration,
+                  "trainer": "nnUNetTrainerBudget", "epochs": args.epochs,
+                  "iterations_per_epoch": args.iterations, "torch_threads": args.threads,
+                  "epochs_done": int(trainer.current_epoch),
+                  "seconds": round(earlier + time.perf_counter() - started, 1),
+                  "output": str(trainer.output_folder)}  # fmt: skip
+        budget_path.write_text(json.dumps(budget, indent=2))
+    print(json.dumps(budget, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    pr = commands.add_parser("prepare", help="raw data, our split, planning and preprocessing")
+    pr.add_argument("--data", required=True)
+    pr.add_argument("--split", required=True, help="folder with train_cases.txt/val_cases.txt")
+    pr.add_argument("--id", type=int, required=True, help="nnU-Net dataset id (500-999)")
+    pr.add_argument("--name", required=True)
+    pr.add_argument("--configuration", default="2d", help="2d or 3d_fullres")
+    pr.add_argument("--modality", default="MRI", help="channel name of grayscale data")
+    pr.add_argument("--work", required=True)
+    tr = commands.add_parser("train", help="train fold 0 with the budget (resumes)")
+    tr.add_argument("--id", type=int, required=True)
+    tr.add_argument("--configuration", default="2d")
+    tr.add_argument("--epochs", type=int, default=40)
+    tr.add_argument("--iterations", type=int, default=25, help="training steps per epoch")
+    tr.add_argument("--threads", type=int, default=1)
+    tr.add_argument("--work", required=True)
+    arguments = parser.parse_args()
+    prepare(arguments) if arguments.command == "prepare" else train(arguments)
