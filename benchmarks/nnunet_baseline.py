@@ -34,13 +34,14 @@ import time
 from pathlib import Path
 
 
-def environment(work: Path) -> None:
-    """nnU-Net's folders under WORK, one process for everything (a 2-core machine)."""
+def environment(work: Path, augmentation_processes: int = 1) -> None:
+    """nnU-Net's folders under WORK, one process for everything (a 2-core machine); 0
+    augmentation processes runs the augmentation in the training process."""
     for name, sub in (("nnUNet_raw", "raw"), ("nnUNet_preprocessed", "preprocessed"),
                       ("nnUNet_results", "results")):  # fmt: skip
         (work / sub).mkdir(parents=True, exist_ok=True)
         os.environ[name] = str((work / sub).resolve())
-    os.environ["nnUNet_n_proc_DA"] = "0"
+    os.environ["nnUNet_n_proc_DA"] = str(augmentation_processes)
     os.environ["nnUNet_def_n_proc"] = "1"
 
 
@@ -111,11 +112,12 @@ def budget_trainer():
 
 
 def train(args: argparse.Namespace) -> None:
+    work = Path(args.work)
+    environment(work, augmentation_processes=0)  # before nnunetv2 reads it at import
+
     import torch
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
-    work = Path(args.work)
-    environment(work)
     os.environ["AUTOMEDSEG_NNUNET_EPOCHS"] = str(args.epochs)
     os.environ["AUTOMEDSEG_NNUNET_ITERATIONS"] = str(args.iterations)
     torch.set_num_threads(args.threads)
@@ -123,6 +125,7 @@ def train(args: argparse.Namespace) -> None:
     pre = work / "preprocessed" / name
     plans = json.loads((pre / "nnUNetPlans.json").read_text())
     dataset_json = json.loads((pre / "dataset.json").read_text())
+    plans["continue_training"] = True  # read (and removed) by the trainer; resuming is ours
     trainer = budget_trainer()(plans, args.configuration, 0, dataset_json, torch.device("cpu"))
     latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
     budget_path = work / f"budget_{args.id:03d}.json"
