@@ -160,7 +160,7 @@ def test_every_shipped_task_loads_with_its_checked_weights():
     from automedseg.prompt import available_tasks, task_card
 
     tasks = available_tasks()
-    assert {"polyp", "lungs", "brain-tumour", "larynx"} <= set(tasks)
+    assert {"polyp", "lungs", "hippocampus", "brain-tumour", "larynx"} <= set(tasks)
     for name in tasks:
         prompter = load_prompter(task=name)
         assert read_card(task_card(name))["task"] == name
