@@ -16,7 +16,7 @@ the planes since that confirmation are dropped. A plane where the prompter found
 is no evidence (a prompter that sees an object on a key slice only still has it followed), but
 a mask that grows to more than ``max_growth`` times its area on the last confirmed plane ends
 the object there. On the held-out larynx sequences snapping was what made propagation
-nearly as good as prompting every frame on its own (README, "Volumes and videos").
+nearly as good as prompting every frame on its own (README, "Accuracy and speed").
 
 Where objects overlap the one with the higher seed score wins. Each plane is encoded at most
 once when the segmenter can hand back its encoded state (``encoded()`` / ``use()``, as
