@@ -199,7 +199,7 @@ def box_filler(monkeypatch):
     """``segment`` without weights: LiteMedSAM replaced by ``BoxFiller`` (torch not loaded)."""
     fake = types.ModuleType("automedseg.segment.litemedsam")
     fake.LiteMedSAMPredictor = BoxFiller
-    fake.load_litemedsam = lambda weights=None, sha256=None: None
+    fake.load_litemedsam = lambda weights=None, sha256=None, delta=None: None
     monkeypatch.setitem(sys.modules, "automedseg.segment.litemedsam", fake)
 
 

@@ -112,7 +112,9 @@ def test_evaluate_scores_good_cases_and_reports_bad_ones(tmp_path, litemedsam, m
     import automedseg.segment.litemedsam as module
     from automedseg.evaluate.runner import evaluate
 
-    monkeypatch.setattr(module, "load_litemedsam", lambda weights=None, sha256=None: litemedsam)
+    monkeypatch.setattr(
+        module, "load_litemedsam", lambda weights=None, sha256=None, delta=None: litemedsam
+    )
     data = tmp_path / "data"
     shutil.copytree(EXAMPLES / "kvasir_seg", data)
     touch_png(data / "images" / "orphan.png")  # image without a mask
@@ -188,7 +190,9 @@ def test_an_interrupted_run_keeps_the_cases_done_so_far(tmp_path, litemedsam, mo
     import automedseg.segment.litemedsam as module
     from automedseg.evaluate import runner
 
-    monkeypatch.setattr(module, "load_litemedsam", lambda weights=None, sha256=None: litemedsam)
+    monkeypatch.setattr(
+        module, "load_litemedsam", lambda weights=None, sha256=None, delta=None: litemedsam
+    )
     real = runner.Evaluation.case_rows
     calls = []
 

@@ -204,6 +204,8 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(tmp_path):
         (["--task", "polyp", "--runtime", "onnx"], "no onnx/ models here"),
         (["--box", "1", "1", "20", "20", "--runtime", "int8", "--segmenter", "medsam2"],
          "does not take --segmenter medsam2"),
+        (["--task", "polyp", "--runtime", "int8", "--segmenter-weights", "tuned.json"],
+         "--segmenter-weights (use --runtime torch)"),
     ],
 )  # fmt: skip
 def test_runtime_choices_that_cannot_work_are_one_clear_line(tmp_path, capsys, extra, message):
