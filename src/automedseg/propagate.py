@@ -106,6 +106,8 @@ class Propagation:
     snap: bool = True
     """Prompt with the prompter's matching box on a plane, where it found one, instead of the
     box carried from the previous plane (stops drift)."""
+    snap_iou: float = 0.3
+    """How well the prompter's box must match the carried box (IoU) to be snapped to."""
     max_growth: float | None = 2.0
     """A plane without a matching prompter box whose mask is more than this times the area on
     the object's last matched plane (or seed) ends the object there: a mask leaking into its
@@ -179,7 +181,7 @@ class Propagation:
         anchor = previous.area
         while 0 <= z < len(self._planes) and z not in obj.masks:
             box = grow(previous.box(), self.margin, self._planes.shape[1:3])
-            detected = self._match(z, obj.label, box) if self.snap else None
+            detected = self._match(z, obj.label, box, self.snap_iou) if self.snap else None
             mask = self._segment(z, box if detected is None else detected)
             area = int(mask.sum())
             if area < self.min_pixels or area < self.min_keep * previous.area:
@@ -202,10 +204,10 @@ class Propagation:
                     return
             previous, z = obj.masks[z], z + step
 
-    def _match(self, z: int, label: int, box: np.ndarray) -> np.ndarray | None:
+    def _match(self, z: int, label: int, box: np.ndarray, least: float) -> np.ndarray | None:
         """The prompter's box of ``label`` on plane z that best overlaps ``box`` (IoU at least
-        ``covered_iou``), if any."""
-        best, best_iou = None, self.covered_iou
+        ``least``), if any."""
+        best, best_iou = None, least
         for other, other_label in self._found.get(z, []):
             if other_label == label:
                 iou = float(box_iou(box[None], other[None])[0, 0])
