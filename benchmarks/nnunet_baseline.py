@@ -131,15 +131,28 @@ def train(args: argparse.Namespace) -> None:
     budget_path = work / f"budget_{args.id:03d}.json"
     earlier = json.loads(budget_path.read_text())["seconds"] if budget_path.is_file() else 0.0
     final = Path(trainer.output_folder) / "checkpoint_final.pth"
+
+    def load(path: Path) -> str:
+        """The checkpoint's path once it has loaded weights-only (its training log holds
+        numpy scalars, allowed): nnU-Net's ``load_checkpoint`` then reads it itself, without
+        ``weights_only`` (and it cannot take the loaded dict: a bug in 2.8.1)."""
+        import numpy as np
+
+        kinds = (np.float64, np.float32, np.int64, np.int32, np.bool_)
+        safe = [np._core.multiarray.scalar, np.dtype, *(type(np.dtype(k)) for k in kinds)]
+        with torch.serialization.safe_globals(safe):
+            torch.load(path, map_location="cpu", weights_only=True)
+        return str(path)
+
     started = time.perf_counter()
     try:
         if not final.is_file():
             if latest.is_file():
-                trainer.load_checkpoint(torch.load(latest, map_location="cpu", weights_only=True))
-                print(f"resuming after epoch {trainer.current_epoch}")
+                trainer.load_checkpoint(load(latest))
+                print(f"resuming at epoch {trainer.current_epoch} (0-based)")
             trainer.run_training()
         else:
-            trainer.load_checkpoint(torch.load(final, map_location="cpu", weights_only=True))
+            trainer.load_checkpoint(load(final))
         trainer.perform_actual_validation()
     finally:
         budget = {"dataset": name, "configuration": args.configuration,
