@@ -165,7 +165,7 @@ def train_segmenter(
     train_ids, val_ids = split_cases(usable, val_fraction, seed)
     io.write_text(out / "train_cases.txt", "\n".join(train_ids) + "\n")
     io.write_text(out / "val_cases.txt", "\n".join(val_ids) + "\n")
-    model = model or load_litemedsam()
+    model = load_litemedsam() if model is None else model
     cache_dir = Path(cache) if cache else out / "cache"
     open_cache(
         cache_dir,
