@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from automedseg.errors import InputError
+from automedseg.evaluate.datasets import DataSet
 from automedseg.prompt.oracle import oracle_boxes
 from automedseg.segment.litemedsam import IMAGE_SIZE, LiteMedSAMPredictor, resized_shape
 from automedseg.train.data import Plane
@@ -131,3 +132,66 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
         os.replace(temp, path)
     finally:
         Path(temp).unlink(missing_ok=True)
+
+
+@dataclass
+class CachedSplit:
+    """A data set split into training and validation cases, each plane's embedding cached."""
+
+    dataset: DataSet
+    train_ids: list[str]
+    val_ids: list[str]
+    train: list[CachedPlane]
+    val: list[CachedPlane]
+
+    def record(self, val_fraction: float, seed: int, channel: int, choice, limit) -> dict:
+        """The fields every training card records about its data and split."""
+        return {
+            "data": str(self.dataset.root.resolve()),
+            "layout": self.dataset.layout,
+            "train_cases": len(self.train_ids),
+            "val_cases": len(self.val_ids),
+            "train_planes": len(self.train),
+            "val_planes": len(self.val),
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "channel": channel,
+            **choice.as_dict(),
+            "case_limit": limit,
+        }
+
+
+def cached_split(
+    data: str | Path, out: Path, cache: str | Path | None, predictor: LiteMedSAMPredictor, *,
+    val_fraction: float, seed: int, channel: int, choice, limit: int | None,
+    empty_fraction: float, progress: bool, log,
+) -> CachedSplit:  # fmt: skip
+    """Split the usable cases (the first ``limit``), write OUT/train_cases.txt and
+    val_cases.txt, and cache every plane's embedding in ``cache`` (default OUT/cache)."""
+    from automedseg import io
+    from automedseg.evaluate.datasets import find_cases
+    from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256
+    from automedseg.train.data import iter_planes, split_cases
+
+    dataset = find_cases(data)
+    usable = sorted(c.case_id for c in dataset.cases if not c.problem)[:limit]
+    train_ids, val_ids = split_cases(usable, val_fraction, seed)
+    io.write_text(out / "train_cases.txt", "\n".join(train_ids) + "\n")
+    io.write_text(out / "val_cases.txt", "\n".join(val_ids) + "\n")
+    cache_dir = Path(cache) if cache else out / "cache"
+    open_cache(
+        cache_dir,
+        {"segmenter_sha256": PACKAGED_WEIGHTS_SHA256, "data": str(Path(data).resolve()),
+         "channel": channel, **choice.as_dict()},
+    )  # fmt: skip
+    log(f"caching embeddings of {len(train_ids)} train + {len(val_ids)} val cases in {cache_dir}")
+    planes = [
+        cache_planes(
+            iter_planes(dataset, ids, channel, empty_fraction, seed + i, choice),
+            predictor,
+            cache_dir,
+            progress=progress,
+        )  # fmt: skip
+        for i, ids in enumerate((train_ids, val_ids))
+    ]
+    return CachedSplit(dataset, train_ids, val_ids, *planes)

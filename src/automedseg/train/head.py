@@ -16,20 +16,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from automedseg import io
 from automedseg.checkpoints import read_training_state, save_checkpoint
 from automedseg.errors import InputError
-from automedseg.evaluate.datasets import LabelChoice, class_names, find_cases
+from automedseg.evaluate.datasets import LabelChoice, class_names
 from automedseg.evaluate.metrics import detection_scores, match_detections
 from automedseg.prompt.components import boxes_from_probabilities
 from automedseg.prompt.head import EmbeddingHead
-from automedseg.train.data import iter_planes, split_cases
 from automedseg.train.embeddings import (
     CachedPlane,
-    cache_planes,
+    cached_split,
     load_entry,
     load_truth,
-    open_cache,
 )
 
 # Box score thresholds tried on validation; a box's score is its component's peak
@@ -202,33 +199,13 @@ def train_head(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = TrainLog(out / "train.log")
-    dataset = find_cases(data)
-    usable = sorted(c.case_id for c in dataset.cases if not c.problem)[:limit]
-    train_ids, val_ids = split_cases(usable, val_fraction, seed)
-    io.write_text(out / "train_cases.txt", "\n".join(train_ids) + "\n")
-    io.write_text(out / "val_cases.txt", "\n".join(val_ids) + "\n")
-    cache_dir = Path(cache) if cache else out / "cache"
-    cache_key = {
-        "segmenter_sha256": PACKAGED_WEIGHTS_SHA256,
-        "data": str(Path(data).resolve()),
-        "channel": channel,
-        **label_choice.as_dict(),
-    }
-    open_cache(cache_dir, cache_key)
     predictor = predictor or LiteMedSAMPredictor(load_litemedsam())
-    log(f"caching embeddings of {len(train_ids)} train + {len(val_ids)} val cases in {cache_dir}")
-    train = cache_planes(
-        iter_planes(dataset, train_ids, channel, empty_fraction, seed, label_choice),
-        predictor,
-        cache_dir,
-        progress=progress,
+    split = cached_split(
+        data, out, cache, predictor, val_fraction=val_fraction, seed=seed, channel=channel,
+        choice=label_choice, limit=limit, empty_fraction=empty_fraction, progress=progress,
+        log=log,
     )  # fmt: skip
-    val = cache_planes(
-        iter_planes(dataset, val_ids, channel, empty_fraction, seed + 1, label_choice),
-        predictor,
-        cache_dir,
-        progress=progress,
-    )  # fmt: skip
+    train, val = split.train, split.val
     labels = sorted(set().union(*(e.labels_present for e in train)))
     if not labels:
         raise InputError("no foreground in any training mask: nothing to learn", data)
@@ -279,7 +256,7 @@ def train_head(
     _, probabilities = validate(head, val, labels, batch_size)
     threshold, scores = choose_threshold(val, probabilities, labels, min_area)
     log(f"score threshold {threshold}: {scores}")
-    names = class_names(dataset.label_names, label_choice)
+    names = class_names(split.dataset.label_names, label_choice)
     card = {
         "kind": "head",
         "task": task,
@@ -291,17 +268,7 @@ def train_head(
         "segmenter": {"name": "LiteMedSAM", "sha256": PACKAGED_WEIGHTS_SHA256},
         "preprocessing": "segment.intensity.to_unit_range, LiteMedSAM 256 longest side + pad",
         "training": {
-            "data": str(Path(data).resolve()),
-            "layout": dataset.layout,
-            "train_cases": len(train_ids),
-            "val_cases": len(val_ids),
-            "train_planes": len(train),
-            "val_planes": len(val),
-            "val_fraction": val_fraction,
-            "seed": seed,
-            "channel": channel,
-            **label_choice.as_dict(),
-            "case_limit": limit,
+            **split.record(val_fraction, seed, channel, label_choice, limit),
             "epochs": epochs,
             "batch_size": batch_size,
             "learning_rate": learning_rate,

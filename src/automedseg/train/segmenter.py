@@ -24,10 +24,9 @@ from scipy import ndimage
 
 from automedseg.checkpoints import read_training_state
 from automedseg.errors import InputError
-from automedseg.evaluate.datasets import LabelChoice, find_cases
+from automedseg.evaluate.datasets import LabelChoice
 from automedseg.segment.delta import METHODS, save_delta, trainable
-from automedseg.train.data import iter_planes, split_cases
-from automedseg.train.embeddings import CachedPlane, cache_planes, load_entry, open_cache
+from automedseg.train.embeddings import CachedPlane, cached_split, load_entry
 from automedseg.train.head import TrainLog
 
 MIN_TRAINING_PIXELS = 16
@@ -146,12 +145,7 @@ def train_segmenter(
     ``model`` is the LiteMedSAM to tune (default: the packaged weights); only its mask decoder
     changes. With ``resume`` training continues from ``out/last.pt``.
     """
-    from automedseg import io
-    from automedseg.segment.litemedsam import (
-        PACKAGED_WEIGHTS_SHA256,
-        LiteMedSAMPredictor,
-        load_litemedsam,
-    )
+    from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
 
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -160,28 +154,13 @@ def train_segmenter(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = TrainLog(out / "train.log")
-    dataset = find_cases(data)
-    usable = sorted(c.case_id for c in dataset.cases if not c.problem)[:limit]
-    train_ids, val_ids = split_cases(usable, val_fraction, seed)
-    io.write_text(out / "train_cases.txt", "\n".join(train_ids) + "\n")
-    io.write_text(out / "val_cases.txt", "\n".join(val_ids) + "\n")
     model = load_litemedsam() if model is None else model
-    cache_dir = Path(cache) if cache else out / "cache"
-    open_cache(
-        cache_dir,
-        {"segmenter_sha256": PACKAGED_WEIGHTS_SHA256, "data": str(Path(data).resolve()),
-         "channel": channel, **label_choice.as_dict()},
+    split = cached_split(
+        data, out, cache, LiteMedSAMPredictor(model), val_fraction=val_fraction, seed=seed,
+        channel=channel, choice=label_choice, limit=limit, empty_fraction=0.0,
+        progress=progress, log=log,
     )  # fmt: skip
-    predictor = LiteMedSAMPredictor(model)
-    log(f"caching embeddings of {len(train_ids)} train + {len(val_ids)} val cases in {cache_dir}")
-    train = cache_planes(
-        iter_planes(dataset, train_ids, channel, 0.0, seed, label_choice), predictor, cache_dir,
-        progress=progress,
-    )  # fmt: skip
-    val = cache_planes(
-        iter_planes(dataset, val_ids, channel, 0.0, seed + 1, label_choice), predictor, cache_dir,
-        progress=progress,
-    )  # fmt: skip
+    train, val = split.train, split.val
     train = [e for e in train if e.labels_present]
     val = [e for e in val if e.labels_present]
     if not train or not val:
@@ -230,17 +209,7 @@ def train_segmenter(
         log(f"epoch {epoch}/{epochs} loss {loss:.4f} validation Dice {dice:.4f} ({seconds:.0f} s)")
     model.mask_decoder.load_state_dict(best_state)
     training = {
-        "data": str(Path(data).resolve()),
-        "layout": dataset.layout,
-        "train_cases": len(train_ids),
-        "val_cases": len(val_ids),
-        "train_planes": len(train),
-        "val_planes": len(val),
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "channel": channel,
-        **label_choice.as_dict(),
-        "case_limit": limit,
+        **split.record(val_fraction, seed, channel, label_choice, limit),
         "epochs": epochs,
         "learning_rate": learning_rate,
         "box_jitter": jitter,
