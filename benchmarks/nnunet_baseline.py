@@ -17,9 +17,12 @@ Runs with the interpreter of a venv that has ``nnunetv2`` (``make nnunet-setup``
 whose fold 0 is exactly our split (``SPLIT/train_cases.txt``, ``SPLIT/val_cases.txt``), and
 runs nnU-Net's planning and preprocessing with one process. ``train`` trains fold 0 with
 ``nnUNetTrainerBudget`` (below: ``--epochs`` × ``--iterations`` steps, a checkpoint every
-epoch, data augmentation in the main process), resumes from the latest checkpoint, and ends
+epoch, data augmentation in the main process, one pass per validation case unless
+``--test-mirroring``), resumes from the latest checkpoint, and ends
 with nnU-Net's own validation, which writes the validation cases' predictions for
-``automedseg evaluate --predictions``. Wall time and budget go to WORK/budget_<id>.json.
+``automedseg evaluate --predictions``. The budget and the training wall time (nnU-Net's own
+epoch timestamps) go to WORK/budget_<id>.json. ``time`` measures ms per validation case and
+peak RSS of the trained model (WORK/timing_<id>.json), for ``benchmarks/compare.py``.
 """
 
 from __future__ import annotations
@@ -108,58 +111,137 @@ def budget_trainer():
             self.num_val_iterations_per_epoch = max(1, self.num_iterations_per_epoch // 5)
             self.save_every = 1
 
+        def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+            if os.environ.get("AUTOMEDSEG_NNUNET_TEST_MIRRORING") != "1":
+                self.inference_allowed_mirroring_axes = None  # budget: one pass per case
+            super().perform_actual_validation(save_probabilities)
+
     return nnUNetTrainerBudget
+
+
+def checked(path: Path) -> str:
+    """The checkpoint's path once it has loaded weights-only (its training log holds numpy
+    scalars, allowed): nnU-Net's ``load_checkpoint`` then reads it itself, without
+    ``weights_only`` (and it cannot take the loaded dict: a bug in 2.8.1)."""
+    weights_only_load(path)
+    return str(path)
+
+
+def weights_only_load(path: Path) -> dict:
+    import numpy as np
+    import torch
+
+    kinds = (np.float64, np.float32, np.int64, np.int32, np.bool_)
+    safe = [np._core.multiarray.scalar, np.dtype, *(type(np.dtype(k)) for k in kinds)]
+    with torch.serialization.safe_globals(safe):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_trainer(args: argparse.Namespace, epochs: int, iterations: int):
+    """nnU-Net's trainer for fold 0 of dataset ``args.id`` with the budget set."""
+    import torch
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    os.environ["AUTOMEDSEG_NNUNET_EPOCHS"] = str(epochs)
+    os.environ["AUTOMEDSEG_NNUNET_ITERATIONS"] = str(iterations)
+    torch.set_num_threads(args.threads)
+    pre = Path(args.work) / "preprocessed" / maybe_convert_to_dataset_name(args.id)
+    plans = json.loads((pre / "nnUNetPlans.json").read_text())
+    dataset_json = json.loads((pre / "dataset.json").read_text())
+    plans["continue_training"] = True  # read (and removed) by the trainer; resuming is ours
+    return budget_trainer()(plans, args.configuration, 0, dataset_json, torch.device("cpu"))
+
+
+def training_seconds(trainer) -> float:
+    """Wall time of the epochs trained so far, from nnU-Net's own log (kept in checkpoints)."""
+    log = trainer.logger.my_fantastic_logging
+    starts, ends = log["epoch_start_timestamps"], log["epoch_end_timestamps"]
+    return float(sum(e - s for s, e in zip(starts, ends, strict=False)))  # an epoch may be open
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def time_inference(args: argparse.Namespace) -> None:
+    """ms per validation case of the trained model (one pass, no test-time mirroring, as in
+    ``train``'s validation), from reading the image to the label map at its original size;
+    peak RSS counted from after the checkpoint is read (its optimizer state is not needed to
+    predict), so it holds the network and the inference."""
+    work = Path(args.work)
+    environment(work, augmentation_processes=0)
+    import numpy as np
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    trainer = load_trainer(args, 1, 1)
+    trainer.initialize()
+    final = Path(trainer.output_folder) / "checkpoint_final.pth"
+    weights = weights_only_load(final)["network_weights"]
+    trainer.network.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in weights.items()})
+    parameters = sum(p.numel() for p in trainer.network.parameters())
+    del weights
+    trainer.network.eval()
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                perform_everything_on_device=False, device=torch.device("cpu"),
+                                allow_tqdm=False)  # fmt: skip
+    predictor.manual_initialization(trainer.network, trainer.plans_manager,
+                                    trainer.configuration_manager, None, trainer.dataset_json,
+                                    type(trainer).__name__, None)  # fmt: skip
+    reader = trainer.plans_manager.image_reader_writer_class()
+    ending = trainer.dataset_json["file_ending"]
+    splits = json.loads((Path(trainer.preprocessed_dataset_folder_base) / "splits_final.json")
+                        .read_text())  # fmt: skip
+    cases = splits[0]["val"][: args.cases]
+    raw = work / "raw" / trainer.plans_manager.dataset_name / "imagesTr"
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark (Linux ≥ 4.0)
+    times = []
+    for case in cases:
+        started = time.perf_counter()
+        image, properties = reader.read_images([str(raw / f"{case}_0000{ending}")])
+        predictor.predict_single_npy_array(image, properties)
+        times.append((time.perf_counter() - started) * 1000)
+    result = {"dataset": trainer.plans_manager.dataset_name,
+              "configuration": args.configuration, "torch_threads": args.threads,
+              "cases": len(cases), "ms_per_image_median": round(float(np.median(times)), 1),
+              "ms_per_image_p90": round(float(np.percentile(times, 90)), 1),
+              "peak_rss_mb": round(peak_rss_mb(), 1),
+              "parameters_m": round(parameters / 1e6, 2),
+              "float32_mb": round(parameters * 4 / 2**20, 1),
+              "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+    (work / f"timing_{args.id:03d}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
 
 
 def train(args: argparse.Namespace) -> None:
     work = Path(args.work)
     environment(work, augmentation_processes=0)  # before nnunetv2 reads it at import
 
-    import torch
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
-
-    os.environ["AUTOMEDSEG_NNUNET_EPOCHS"] = str(args.epochs)
-    os.environ["AUTOMEDSEG_NNUNET_ITERATIONS"] = str(args.iterations)
-    torch.set_num_threads(args.threads)
-    name = maybe_convert_to_dataset_name(args.id)
-    pre = work / "preprocessed" / name
-    plans = json.loads((pre / "nnUNetPlans.json").read_text())
-    dataset_json = json.loads((pre / "dataset.json").read_text())
-    plans["continue_training"] = True  # read (and removed) by the trainer; resuming is ours
-    trainer = budget_trainer()(plans, args.configuration, 0, dataset_json, torch.device("cpu"))
+    os.environ["AUTOMEDSEG_NNUNET_TEST_MIRRORING"] = "1" if args.test_mirroring else "0"
+    trainer = load_trainer(args, args.epochs, args.iterations)
     latest = Path(trainer.output_folder) / "checkpoint_latest.pth"
     budget_path = work / f"budget_{args.id:03d}.json"
-    earlier = json.loads(budget_path.read_text())["seconds"] if budget_path.is_file() else 0.0
     final = Path(trainer.output_folder) / "checkpoint_final.pth"
-
-    def load(path: Path) -> str:
-        """The checkpoint's path once it has loaded weights-only (its training log holds
-        numpy scalars, allowed): nnU-Net's ``load_checkpoint`` then reads it itself, without
-        ``weights_only`` (and it cannot take the loaded dict: a bug in 2.8.1)."""
-        import numpy as np
-
-        kinds = (np.float64, np.float32, np.int64, np.int32, np.bool_)
-        safe = [np._core.multiarray.scalar, np.dtype, *(type(np.dtype(k)) for k in kinds)]
-        with torch.serialization.safe_globals(safe):
-            torch.load(path, map_location="cpu", weights_only=True)
-        return str(path)
-
-    started = time.perf_counter()
     try:
         if not final.is_file():
             if latest.is_file():
-                trainer.load_checkpoint(load(latest))
+                trainer.load_checkpoint(checked(latest))
                 print(f"resuming at epoch {trainer.current_epoch} (0-based)")
             trainer.run_training()
         else:
-            trainer.load_checkpoint(load(final))
+            trainer.load_checkpoint(checked(final))
         trainer.perform_actual_validation()
     finally:
-        budget = {"dataset": name, "configuration": args.configuration,
+        budget = {"dataset": trainer.plans_manager.dataset_name,
+                  "configuration": args.configuration,
                   "trainer": "nnUNetTrainerBudget", "epochs": args.epochs,
                   "iterations_per_epoch": args.iterations, "torch_threads": args.threads,
+                  "test_mirroring": args.test_mirroring,
                   "epochs_done": int(trainer.current_epoch),
-                  "seconds": round(earlier + time.perf_counter() - started, 1),
+                  "training_seconds": round(training_seconds(trainer), 1),
                   "output": str(trainer.output_folder)}  # fmt: skip
         budget_path.write_text(json.dumps(budget, indent=2))
     print(json.dumps(budget, indent=2))
@@ -182,6 +264,17 @@ if __name__ == "__main__":
     tr.add_argument("--epochs", type=int, default=40)
     tr.add_argument("--iterations", type=int, default=25, help="training steps per epoch")
     tr.add_argument("--threads", type=int, default=1)
+    tr.add_argument(
+        "--test-mirroring",
+        action="store_true",
+        help="nnU-Net's mirrored test-time passes at validation (off: one pass)",
+    )
     tr.add_argument("--work", required=True)
+    ti = commands.add_parser("time", help="ms per validation case and peak RSS, trained model")
+    ti.add_argument("--id", type=int, required=True)
+    ti.add_argument("--configuration", default="2d")
+    ti.add_argument("--cases", type=int, default=20, help="first N validation cases")
+    ti.add_argument("--threads", type=int, default=1)
+    ti.add_argument("--work", required=True)
     arguments = parser.parse_args()
-    prepare(arguments) if arguments.command == "prepare" else train(arguments)
+    {"prepare": prepare, "train": train, "time": time_inference}[arguments.command](arguments)

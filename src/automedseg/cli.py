@@ -225,6 +225,22 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--limit", type=int, help="use only the first N cases")
     _label_options(ts, "train on")
     ts.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    tq = what.add_parser(
+        "propagation",
+        help="choose a prompter's propagation settings on volumes or videos",
+        description="Run the prompter's volumes/videos through propagation with each "
+        "candidate setting (snapping to the prompter's boxes at IoU 0.3/0.5/0.7, or not) and "
+        "write the one with the best mean Dice per label into the prompter's card.",
+    )
+    tq.add_argument("--prompter", required=True, help="prompter card (JSON); updated in place")
+    tq.add_argument("--data", required=True, help="data set folder with manual masks")
+    tq.add_argument(
+        "--split",
+        help="file listing the cases to use (default: val_cases.txt beside the card, if any)",
+    )
+    tq.add_argument("--limit", type=int, help="use only the first N cases")
+    tq.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -274,7 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tasks":
             return _tasks()
         if args.command == "train":
-            return _train_prompter(args) if args.what == "prompter" else _train_segmenter(args)
+            run = {"prompter": _train_prompter, "segmenter": _train_segmenter,
+                   "propagation": _train_propagation}[args.what]  # fmt: skip
+            return run(args)
         if args.command == "quantize":
             return _quantize(args)
     except AutomedsegError as error:
@@ -405,6 +423,21 @@ def _train_prompter(args: argparse.Namespace) -> int:
             label_choice=_label_choice(args), progress=progress,
         )  # fmt: skip
     print(f"trained prompter: {card}")
+    return 0
+
+
+def _train_propagation(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from automedseg.train.propagation import tune_card
+
+    split = args.split
+    beside = Path(args.prompter).parent / "val_cases.txt"
+    if split is None and beside.is_file():
+        split = beside
+    entry = tune_card(args.prompter, args.data, split, args.limit, not args.no_progress)
+    print(f"propagation on {entry['cases']} case(s), mean Dice per label: {entry['val_dice']}")
+    print(f"chosen: {entry['settings']} (written into {args.prompter})")
     return 0
 
 

@@ -116,10 +116,10 @@ def segment_image(
             f"slice {slice_index} is outside the volume's {depth} slices (0..{depth - 1})"
         )
     if propagate and (slice_index is None or isinstance(prompter, FixedBoxes)):
-        from automedseg.propagate import Propagation, boxes_of, paint
+        from automedseg.propagate import Propagation, boxes_of, paint, settings_of
 
         if slice_index is None:
-            propagation = Propagation(prompter, segmenter)
+            propagation = Propagation(prompter, segmenter, **settings_of(prompter))
         else:  # a user's boxes on one slice seed objects that are followed through the volume
             boxes = check_boxes(prompter.boxes, unit.shape[1:3])
             propagation = Propagation(None, segmenter, seeds={slice_index: boxes})

@@ -18,6 +18,9 @@ a mask that grows to more than ``max_growth`` times its area on the last confirm
 the object there. On the held-out larynx sequences snapping was what made propagation
 nearly as good as prompting every frame on its own (README, "Accuracy and speed").
 
+Whether snapping helps depends on the task; a prompter's card may carry the settings chosen
+on its validation cases (``train.propagation``), which ``settings_of`` hands to ``Propagation``.
+
 Where objects overlap the one with the higher seed score wins. Each plane is encoded at most
 once when the segmenter can hand back its encoded state (``encoded()`` / ``use()``, as
 ``LiteMedSAMPredictor`` does), up to ``max_states`` states (about 4 MB each for LiteMedSAM, so
@@ -294,3 +297,8 @@ def boxes_of(objects: list[TrackedObject]) -> tuple[Boxes, np.ndarray]:
         np.asarray([o.seed_score for o in objects], np.float32),
     )
     return boxes, np.asarray([o.seed_plane for o in objects], int)
+
+
+def settings_of(prompter: object) -> dict:
+    """The propagation settings a prompter brings from its card (none: the defaults)."""
+    return dict(getattr(prompter, "propagation", None) or {})

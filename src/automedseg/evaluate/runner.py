@@ -119,9 +119,9 @@ def predict_case(
 
 def _propagated(unit, truth, prompter, predictor, times: PlaneTimes) -> Prediction:
     """Propagation over a volume; detection is scored on the connected components per plane."""
-    from automedseg.propagate import Propagation
+    from automedseg.propagate import Propagation, settings_of
 
-    propagation = Propagation(prompter, predictor)
+    propagation = Propagation(prompter, predictor, **settings_of(prompter))
     labels, objects = propagation.run(unit)
     depth = len(unit)
     for stage, seconds in propagation.times.items():  # one average figure per plane

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
+from automedseg.errors import WeightsError
 from automedseg.types import Boxes
 
 
@@ -24,3 +26,25 @@ class Prompter(Protocol):
     score_threshold: float
 
     def find(self, image: np.ndarray, embedding: object | None = None) -> Boxes: ...
+
+
+PROPAGATION_SETTINGS = {"snap": bool, "snap_iou": float}
+"""``propagate.Propagation`` options a prompter's card may set (``train.propagation`` chooses
+them on validation volumes or videos)."""
+
+
+def card_propagation(card: dict[str, Any], card_path: str | Path) -> dict:
+    """The propagation settings in a prompter's card (``{}`` when it has none), checked."""
+    settings = (card.get("propagation") or {}).get("settings", {})
+    problem = None if isinstance(settings, dict) else f"not a mapping: {settings!r}"
+    for name, value in settings.items() if problem is None else ():
+        kind = PROPAGATION_SETTINGS.get(name)
+        if kind is None:
+            problem = f"unknown setting {name!r} (known: {sorted(PROPAGATION_SETTINGS)})"
+        elif kind is bool and not isinstance(value, bool):
+            problem = f"{name} must be true or false, not {value!r}"
+        elif kind is float and not (isinstance(value, int | float) and 0.0 < value <= 1.0):
+            problem = f"{name} must be in (0, 1], not {value!r}"
+    if problem:
+        raise WeightsError(f"card's propagation settings: {problem}", card_path)
+    return dict(settings)

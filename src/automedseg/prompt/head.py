@@ -13,7 +13,7 @@ longest side is 256, padded bottom/right); boxes are returned in original-image 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from automedseg.errors import WeightsError
+from automedseg.prompt.base import card_propagation
 from automedseg.prompt.components import map_prompter_boxes
 from automedseg.segment.model_space import EMBEDDING_CHANNELS, IMAGE_SIZE
 from automedseg.types import Boxes
@@ -79,6 +80,8 @@ class HeadPrompter:
     min_area_fraction: float = 0.0005
     """Components smaller than this share of the resized image are ignored."""
     uses_embedding: bool = True
+    propagation: dict = field(default_factory=dict)
+    """Propagation settings chosen on validation (``propagate.settings_of``)."""
 
     @torch.inference_mode()
     def probabilities(self, embedding: torch.Tensor) -> np.ndarray:
@@ -117,4 +120,5 @@ def load_head_prompter(card_path: str | Path) -> HeadPrompter:
         score_threshold=float(card["score_threshold"]),
         pixel_threshold=float(card.get("pixel_threshold", 0.5)),
         min_area_fraction=float(card.get("min_area_fraction", 0.0005)),
+        propagation=card_propagation(card, card_path),
     )

@@ -22,7 +22,7 @@ box ``x0 … x1`` is the continuous box ``[x0, x1 + 1)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from automedseg.errors import InputError, WeightsError
+from automedseg.prompt.base import card_propagation
 from automedseg.types import Boxes
 
 SIZES = ("s", "m", "l")
@@ -180,6 +181,8 @@ class YoloNasPrompter:
     score_threshold: float = 0.25
     iou_threshold: float = 0.5
     max_detections: int = 100
+    propagation: dict = field(default_factory=dict)
+    """Propagation settings chosen on validation (``propagate.settings_of``)."""
 
     def __post_init__(self) -> None:
         num_classes = getattr(getattr(self.model, "heads", None), "num_classes", None)
@@ -281,6 +284,7 @@ def load_yolonas_prompter(
         iou_threshold=float(
             iou_threshold if iou_threshold is not None else card.get("iou_threshold", 0.5)
         ),
+        propagation=card_propagation(card, path),
     )
 
 
