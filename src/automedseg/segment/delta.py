@@ -1,9 +1,10 @@
 """A fine-tuned part of LiteMedSAM kept as a delta: only the trained tensors, plus a card.
 
-The card (kind ``segmenter_delta``) names the method, the SHA-256 of the base weights the
-delta was trained on, how many parameters it holds and their share of the segmenter, the
-training data and the validation Dice of the frozen and the tuned model. ``apply_delta``
-refuses a delta made for other base weights or with tensors that do not fit.
+The card (kind ``segmenter_delta``) names the method (and, for ``adapter``, where the adapters
+sit and how wide they are), the SHA-256 of the base weights the delta was trained on, how many
+parameters the method trains and their share of the tuned segmenter, the training data and the
+validation Dice of the frozen and the tuned model. ``apply_delta`` refuses a delta made for
+other base weights, with tensors that do not fit, or without all the tensors its method trains.
 """
 
 from __future__ import annotations
@@ -15,22 +16,43 @@ from torch import nn
 
 from automedseg.checkpoints import load_checkpoint, save_checkpoint
 from automedseg.errors import WeightsError
+from automedseg.segment.adapter import AdapterConfig, insert_adapters, is_adapter_tensor
 
 KIND = "segmenter_delta"
-METHODS = ("decoder",)
-"""What can be tuned: ``decoder`` = the mask decoder (prompt encoder and image encoder frozen)."""
+METHODS = ("decoder", "adapter")
+"""What can be tuned: ``decoder`` = the mask decoder (image and prompt encoders frozen);
+``adapter`` = bottleneck adapters added to the image encoder's transformer blocks (everything
+else frozen; see ``segment.adapter``)."""
 
 
-def trainable(model: nn.Module, method: str) -> list[nn.Parameter]:
-    """Freeze everything but the part ``method`` tunes; returns that part's parameters."""
+def trainable(
+    model: nn.Module, method: str, adapter: AdapterConfig | None = None
+) -> list[nn.Parameter]:
+    """Freeze everything but the part ``method`` tunes; returns that part's parameters.
+
+    For ``adapter`` the adapters of ``adapter`` (default ``AdapterConfig()``) are inserted
+    first, zero-initialised, unless the model already has them."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    chosen = list(model.mask_decoder.parameters())
+    if method == "decoder":
+        chosen = list(model.mask_decoder.parameters())
+    else:
+        chosen = insert_adapters(model.image_encoder, adapter or AdapterConfig())
     for parameter in chosen:
         parameter.requires_grad_(True)
     return chosen
+
+
+def trained_state(model: nn.Module, method: str) -> dict[str, torch.Tensor]:
+    """The tensors ``method`` trains, named as in the whole model's state_dict."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    state = model.state_dict()
+    if method == "decoder":
+        return {k: v for k, v in state.items() if k.startswith("mask_decoder.")}
+    return {k: v for k, v in state.items() if is_adapter_tensor(k)}
 
 
 def save_delta(
@@ -40,32 +62,59 @@ def save_delta(
     training: dict,
     val_metrics: dict,
     base_sha256: str | None = None,
+    adapter: AdapterConfig | None = None,
 ) -> Path:
-    """Write the tuned tensors of ``model`` as safetensors + card; returns the card's path.
+    """Write the tensors ``method`` trained in ``model`` as safetensors + card; returns the
+    card's path.
 
     ``base_sha256`` is the SHA-256 of the weights the model started from (default: the
-    packaged LiteMedSAM weights)."""
+    packaged LiteMedSAM weights); ``adapter`` the adapters' configuration (method
+    ``adapter``; default ``AdapterConfig()``)."""
     from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256
 
-    state = {f"mask_decoder.{k}": v for k, v in model.mask_decoder.state_dict().items()}
+    state = trained_state(model, method)
+    if not state:
+        raise ValueError(f"the model has no {method} tensors to save")
     count = sum(v.numel() for v in state.values())
     total = sum(p.numel() for p in model.parameters())
     card = {
         "kind": KIND,
         "method": method,
+        **({"adapter": (adapter or AdapterConfig()).as_dict()} if method == "adapter" else {}),
         "base": {"name": "LiteMedSAM", "sha256": base_sha256 or PACKAGED_WEIGHTS_SHA256},
         "parameters": count,
         "share_of_segmenter": round(count / total, 4),
+        "changes_image_embedding": method == "adapter",
         "training": training,
         "val_metrics": val_metrics,
     }
     return save_checkpoint(path, state, card)
 
 
+def load_trained(model: nn.Module, method: str, state: dict[str, torch.Tensor]) -> None:
+    """Load the tensors of ``method`` into ``model``; ``ValueError`` naming the first tensor
+    that the model does not have, has in another shape, or that ``state`` lacks."""
+    own = model.state_dict()
+    for name, tensor in state.items():
+        if name not in own:
+            raise ValueError(f"holds {name}, which LiteMedSAM does not have")
+        if own[name].shape != tensor.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)} here but "
+                f"{tuple(own[name].shape)} in LiteMedSAM"
+            )
+    missing = sorted(set(trained_state(model, method)) - set(state))
+    if missing:
+        raise ValueError(f"lacks {missing[0]} (and {len(missing) - 1} more {method} tensors)")
+    with torch.no_grad():
+        model.load_state_dict(state, strict=False)
+
+
 def apply_delta(model: nn.Module, card_path: str | Path, base_sha256: str) -> dict:
     """Load a delta onto ``model`` (built from weights with SHA-256 ``base_sha256``); returns
-    the delta's card. Raises ``WeightsError`` for another kind of card, other base weights, or
-    tensors that are not the model's or do not fit it."""
+    the delta's card. An ``adapter`` delta first inserts its adapters. Raises ``WeightsError``
+    for another kind of card or method, other base weights, or tensors that are not the
+    model's, do not fit it, or are missing."""
     card, state = load_checkpoint(card_path)
     if card.get("kind") != KIND:
         raise WeightsError(f"not a segmenter delta card (kind {card.get('kind')!r})", card_path)
@@ -76,16 +125,13 @@ def apply_delta(model: nn.Module, card_path: str | Path, base_sha256: str) -> di
             f"these are {base_sha256[:12]}…)",
             card_path,
         )
-    own = model.state_dict()
-    for name, tensor in state.items():
-        if name not in own:
-            raise WeightsError(f"the delta holds {name}, which LiteMedSAM does not have", card_path)
-        if own[name].shape != tensor.shape:
-            raise WeightsError(
-                f"{name} has shape {tuple(tensor.shape)} in the delta but "
-                f"{tuple(own[name].shape)} in LiteMedSAM",
-                card_path,
-            )
-    with torch.no_grad():
-        model.load_state_dict(state, strict=False)
+    method = card.get("method")
+    if method not in METHODS:
+        raise WeightsError(f"unknown tuning method {method!r} (known: {METHODS})", card_path)
+    try:
+        if method == "adapter":
+            insert_adapters(model.image_encoder, AdapterConfig.from_dict(card.get("adapter")))
+        load_trained(model, method, state)
+    except ValueError as error:
+        raise WeightsError(f"the delta {error}", card_path) from None
     return card

@@ -135,14 +135,12 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 
 @dataclass
-class CachedSplit:
-    """A data set split into training and validation cases, each plane's embedding cached."""
+class Split:
+    """A data set's usable cases split into training and validation."""
 
     dataset: DataSet
     train_ids: list[str]
     val_ids: list[str]
-    train: list[CachedPlane]
-    val: list[CachedPlane]
 
     def record(self, val_fraction: float, seed: int, channel: int, choice, limit) -> dict:
         """The fields every training card records about its data and split."""
@@ -151,13 +149,43 @@ class CachedSplit:
             "layout": self.dataset.layout,
             "train_cases": len(self.train_ids),
             "val_cases": len(self.val_ids),
-            "train_planes": len(self.train),
-            "val_planes": len(self.val),
             "val_fraction": val_fraction,
             "seed": seed,
             "channel": channel,
             **choice.as_dict(),
             "case_limit": limit,
+        }
+
+
+def split_data(
+    data: str | Path, out: Path, *, val_fraction: float, seed: int, limit: int | None
+) -> Split:
+    """Split the usable cases (the first ``limit``) and write OUT/train_cases.txt and
+    val_cases.txt."""
+    from automedseg import io
+    from automedseg.evaluate.datasets import find_cases
+    from automedseg.train.data import split_cases
+
+    dataset = find_cases(data)
+    usable = sorted(c.case_id for c in dataset.cases if not c.problem)[:limit]
+    train_ids, val_ids = split_cases(usable, val_fraction, seed)
+    io.write_text(out / "train_cases.txt", "\n".join(train_ids) + "\n")
+    io.write_text(out / "val_cases.txt", "\n".join(val_ids) + "\n")
+    return Split(dataset, train_ids, val_ids)
+
+
+@dataclass
+class CachedSplit(Split):
+    """A split whose every plane's embedding is cached."""
+
+    train: list[CachedPlane]
+    val: list[CachedPlane]
+
+    def record(self, val_fraction: float, seed: int, channel: int, choice, limit) -> dict:
+        return {
+            **super().record(val_fraction, seed, channel, choice, limit),
+            "train_planes": len(self.train),
+            "val_planes": len(self.val),
         }
 
 
@@ -168,16 +196,11 @@ def cached_split(
 ) -> CachedSplit:  # fmt: skip
     """Split the usable cases (the first ``limit``), write OUT/train_cases.txt and
     val_cases.txt, and cache every plane's embedding in ``cache`` (default OUT/cache)."""
-    from automedseg import io
-    from automedseg.evaluate.datasets import find_cases
     from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256
-    from automedseg.train.data import iter_planes, split_cases
+    from automedseg.train.data import iter_planes
 
-    dataset = find_cases(data)
-    usable = sorted(c.case_id for c in dataset.cases if not c.problem)[:limit]
-    train_ids, val_ids = split_cases(usable, val_fraction, seed)
-    io.write_text(out / "train_cases.txt", "\n".join(train_ids) + "\n")
-    io.write_text(out / "val_cases.txt", "\n".join(val_ids) + "\n")
+    split = split_data(data, out, val_fraction=val_fraction, seed=seed, limit=limit)
+    dataset, train_ids, val_ids = split.dataset, split.train_ids, split.val_ids
     cache_dir = Path(cache) if cache else out / "cache"
     open_cache(
         cache_dir,
