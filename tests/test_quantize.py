@@ -167,20 +167,50 @@ def _graph(path):
     return onnx.load(str(path)).graph
 
 
+def _random_adapter_delta(path):
+    """A LiteMedSAM with small random adapters and their delta card (as if trained)."""
+    from automedseg.segment.delta import save_delta, trainable
+    from automedseg.segment.litemedsam import load_litemedsam
+
+    model = load_litemedsam()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in trainable(model, "adapter"):
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.005)
+    return model.eval(), save_delta(path, model, "adapter", {}, {})
+
+
 @pytest.mark.slow
-def test_quantize_a_task_end_to_end_on_a_plain_image_folder(tmp_path):
+def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path):
     from automedseg.deploy.quantize_task import FLOAT32, quantize_task
 
     _write_pngs(tmp_path / "calib", 12)
+    tuned, delta = _random_adapter_delta(tmp_path / "delta.safetensors")
     recipes = {
         "encoder": (Recipe("dynamic-matmul", static=False, op_types=("MatMul", "Gemm")),),
         "decoder": (FLOAT32,),
         "prompter": (FLOAT32, STATIC_CONV),
     }
     report = quantize_task(
-        tmp_path / "out", task="polyp", calib=tmp_path / "calib", limit=12, recipes=recipes
-    )
+        tmp_path / "out", task="polyp", calib=tmp_path / "calib", limit=12, recipes=recipes,
+        segmenter_weights=delta,
+    )  # fmt: skip
     assert (report["planes"]["calibration"], report["planes"]["held_out"]) == (8, 4)
+    delta_sha = json.loads(delta.read_text())["sha256"]
+    assert report["segmenter_delta"]["sha256"] == delta_sha
+    encoder = runtime.load_onnx_model(tmp_path / "out" / "onnx" / "image_encoder.json",
+                                      runtime.ENCODER)  # fmt: skip
+    decoder_card = json.loads((tmp_path / "out" / "onnx" / "mask_decoder.json").read_text())
+    assert encoder.card["source"]["delta_sha256"] == decoder_card["source"]["delta_sha256"]
+    assert encoder.card["source"]["delta_sha256"] == delta_sha
+    image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        want = tuned.image_encoder(image).numpy()
+        frozen = litemedsam.image_encoder(image).numpy()
+    got = encoder.run(image=image.numpy())[0]
+    tolerance = 1e-3 * np.abs(want).max()
+    assert np.abs(got - want).max() <= tolerance  # ONNX = torch with the delta
+    assert np.abs(got - frozen).max() > 10 * tolerance  # and the delta is in it
     assert [c["recipe"] for c in report["candidates"]] == [
         "dynamic-matmul", "float32", "float32", "static-conv"
     ]  # fmt: skip
@@ -238,7 +268,8 @@ def test_quantize_with_a_poor_calibration_folder_is_one_line_and_writes_nothing(
     (tmp_path / "calib" / "scan.png").write_bytes(b"\x89PNG broken")
     out = tmp_path / "out"
     calib = str(tmp_path / "calib")
-    code = main(["quantize", "--task", "polyp", "--calib", calib, "--out", str(out)])
+    code = main(["quantize", "--task", "polyp", "--calib", calib, "--out", str(out),
+                 "--segmenter-weights", str(tmp_path / "tuned.json")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "at least 12 readable images" in err and "found 5 (1 unreadable)" in err

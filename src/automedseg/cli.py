@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--images", type=int, default=64, help="calibration + held-out planes (default 64)"
     )
     qu.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    qu.add_argument(
+        "--segmenter-weights",
+        help="card (.json) of a fine-tuned LiteMedSAM part from `automedseg train segmenter`: "
+        "the exported encoder and decoder include it",
+    )
 
     train = commands.add_parser("train", help="train a prompter or tune the segmenter on your data")
     what = train.add_subparsers(dest="what", required=True)
@@ -210,8 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ts.add_argument("--data", required=True, help="data set folder with manual masks")
     ts.add_argument(
-        "--method", choices=("decoder",), default="decoder", help="decoder: the mask decoder"
-    )
+        "--method", choices=("decoder", "adapter"), default="decoder",
+        help="decoder: the mask decoder, on cached embeddings (fast); adapter: bottleneck "
+        "adapters in the image encoder's transformer blocks (Medical SAM Adapter style; the "
+        "encoder runs forward and backward on every plane)",
+    )  # fmt: skip
     ts.add_argument("--out", required=True, help="output folder")
     ts.add_argument(
         "--val-split", dest="val_fraction", type=float, default=0.2,
@@ -219,10 +227,30 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     ts.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
     ts.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    ts.add_argument("--cache", help="embedding cache folder (default OUT/cache)")
+    ts.add_argument("--cache", help="decoder: embedding cache folder (default OUT/cache)")
     ts.add_argument("--channel", type=int, default=0, help="image channel for multi-channel data")
     ts.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     ts.add_argument("--limit", type=int, help="use only the first N cases")
+    ts.add_argument(
+        "--lr", dest="learning_rate", type=float,
+        help="AdamW learning rate (default 1e-4 decoder, 5e-4 adapter)",
+    )  # fmt: skip
+    ts.add_argument(
+        "--jitter", type=float, default=0.1,
+        help="training boxes: each side moved by a normal error of this share of the box "
+        "size (default 0.1; 0 = exact boxes)",
+    )  # fmt: skip
+    ts.add_argument(
+        "--planes-per-epoch", type=int, help="train on at most N planes per epoch (default all)"
+    )
+    ts.add_argument(
+        "--planes-per-case", type=int, default=4,
+        help="adapter: at most N random foreground slices of a volume per epoch (default 4)",
+    )  # fmt: skip
+    ts.add_argument(
+        "--val-planes", type=int,
+        help="validate on at most N planes (default: all for decoder, 64 for adapter)",
+    )  # fmt: skip
     _label_options(ts, "train on")
     ts.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -393,6 +421,7 @@ def _quantize(args: argparse.Namespace) -> int:
     report = quantize_task(
         args.out, task=args.task, prompter_card=args.prompter, calib=args.calib,
         budget=args.budget, limit=args.images, threads=args.threads,
+        segmenter_weights=args.segmenter_weights,
     )  # fmt: skip
     int8 = report["int8"]
     print(
@@ -448,6 +477,9 @@ def _train_segmenter(args: argparse.Namespace) -> int:
         args.data, args.out, method=args.method, val_fraction=args.val_fraction,
         epochs=args.epochs, cache=args.cache, resume=args.resume, channel=args.channel,
         seed=args.seed, label_choice=_label_choice(args), limit=args.limit,
+        learning_rate=args.learning_rate, jitter=args.jitter,
+        planes_per_epoch=args.planes_per_epoch,
+        planes_per_case=args.planes_per_case, val_planes=args.val_planes,
         progress=not args.no_progress,
     )  # fmt: skip
     print(f"tuned segmenter: {card}")

@@ -111,11 +111,13 @@ def export_image_encoder(
     path: str | Path,
     check_inputs: Sequence[Inputs] | None = None,
     weights_sha256: str = PACKAGED_WEIGHTS_SHA256,
+    delta_sha256: str | None = None,
 ) -> Exported:
     """LiteMedSAM's image encoder: a preprocessed (1, 3, 256, 256) image → its embedding.
 
     ``check_inputs``: tuples ``(image,)`` of preprocessed images (``litemedsam.preprocess``);
-    by default one seeded random image in [0, 1].
+    by default one seeded random image in [0, 1]. ``delta_sha256``: the SHA-256 (its card's
+    ``sha256``) of the fine-tuning delta loaded into ``model``, if any, for the card.
     """
     generator = torch.Generator().manual_seed(0)
     example = (torch.rand(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator),)
@@ -127,7 +129,7 @@ def export_image_encoder(
         input_names=["image"],
         output_names=["embedding"],
         check_inputs=check_inputs or [example],
-        source={"model": "LiteMedSAM", "weights_sha256": weights_sha256},
+        source=_litemedsam_source(weights_sha256, delta_sha256),
     )
 
 
@@ -137,11 +139,12 @@ def export_mask_decoder(
     check_inputs: Sequence[Inputs] | None = None,
     weights_sha256: str = PACKAGED_WEIGHTS_SHA256,
     max_boxes: int = 1024,
+    delta_sha256: str | None = None,
 ) -> Exported:
     """LiteMedSAM's prompt encoder + mask decoder for N boxes (N dynamic, 1 … ``max_boxes``).
 
     ``check_inputs``: tuples ``(embedding (1, 256, 64, 64), boxes (N, 4) in 256-space)``; by
-    default a seeded random embedding with 1 and 3 boxes.
+    default a seeded random embedding with 1 and 3 boxes. ``delta_sha256`` as for the encoder.
     """
     generator = torch.Generator().manual_seed(0)
     embedding = torch.randn(1, EMBEDDING_CHANNELS, EMBEDDING_SIZE, EMBEDDING_SIZE) * 0.3
@@ -158,8 +161,13 @@ def export_mask_decoder(
         output_names=["logits", "iou"],
         dynamic_shapes={"embedding": None, "boxes": {0: num_boxes}},
         check_inputs=check_inputs or default,
-        source={"model": "LiteMedSAM", "weights_sha256": weights_sha256},
+        source=_litemedsam_source(weights_sha256, delta_sha256),
     )
+
+
+def _litemedsam_source(weights_sha256: str, delta_sha256: str | None) -> dict[str, Any]:
+    source = {"model": "LiteMedSAM", "weights_sha256": weights_sha256}
+    return source if delta_sha256 is None else {**source, "delta_sha256": delta_sha256}
 
 
 def export_head_prompter(

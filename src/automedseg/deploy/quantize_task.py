@@ -75,11 +75,15 @@ def quantize_task(
     limit: int = 64,
     threads: int = 2,
     recipes: dict[str, tuple[Recipe, ...]] | None = None,
+    segmenter_weights: str | Path | None = None,
 ) -> dict[str, Any]:
     """Quantize the models of a shipped ``task`` or a trained head ``prompter_card``; returns
     the report (also written to OUT/quantization.json). ``budget``: the largest Dice drop
     against the float32 PyTorch pipeline a chosen recipe may cost (same-box and automatic).
-    ``recipes``: the candidates per model (default ``RECIPES``)."""
+    ``recipes``: the candidates per model (default ``RECIPES``). ``segmenter_weights``: the
+    card of a fine-tuning delta (``automedseg train segmenter``) loaded into LiteMedSAM before
+    export, so the encoder and decoder include it and the reference pipeline uses it; its
+    SHA-256 goes into the exported models' cards and the report."""
     import torch
 
     from automedseg.deploy import export
@@ -98,7 +102,10 @@ def quantize_task(
     _say(f"{len(planes.calibration)} calibration + {len(planes.held_out)} held-out planes "
          f"from {planes.source}")  # fmt: skip
 
-    model = load_litemedsam()
+    delta = None if segmenter_weights is None else read_card(segmenter_weights)
+    model = load_litemedsam(delta=None if delta is None else Path(delta["_path"]))
+    delta_sha256 = None if delta is None else str(delta["sha256"])
+    segmenter = "LiteMedSAM" if delta is None else f"LiteMedSAM + its {delta.get('method')} delta"
     prompter = load_prompter(card=card_path)
     predictor = LiteMedSAMPredictor(model)
     checks = []
@@ -107,8 +114,10 @@ def quantize_task(
         checks.append(predictor.embedding)
     _say("exporting float32 ONNX (checked against PyTorch)")
     images = [(torch.from_numpy(preprocess(p)[0]),) for p in planes.calibration[:2]]
-    export.export_image_encoder(model, out / "onnx" / FILES["encoder"], images)
-    export.export_mask_decoder(model, out / "onnx" / FILES["decoder"])
+    export.export_image_encoder(
+        model, out / "onnx" / FILES["encoder"], images, delta_sha256=delta_sha256
+    )
+    export.export_mask_decoder(model, out / "onnx" / FILES["decoder"], delta_sha256=delta_sha256)
     export.export_head_prompter(
         prompter, out / "onnx" / FILES["prompter"], card["sha256"], [(e,) for e in checks],
         task=card.get("task"),
@@ -167,7 +176,9 @@ def quantize_task(
             "held_out": len(planes.held_out),
             "source": planes.source,
         },  # fmt: skip
-        "reference": "float32 PyTorch pipeline (LiteMedSAM + the task's head prompter)",
+        "reference": f"float32 PyTorch pipeline ({segmenter} + the task's head prompter)",
+        "segmenter_delta": delta
+        and {"card": delta["_path"], "sha256": delta_sha256, "method": delta.get("method")},
         "onnx_float32": {**onnx_fidelity.as_dict(), "mb": _set_mb(float32)},
         "candidates": [
             {
