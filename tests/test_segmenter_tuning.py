@@ -28,7 +28,10 @@ def test_decoder_tuning_saves_a_delta_that_loads_resumes_and_checks_its_base(tmp
     assert info["kind"] == "segmenter_delta" and info["method"] == "decoder"
     assert info["base"]["sha256"] == PACKAGED_WEIGHTS_SHA256
     assert 0.0 < info["share_of_segmenter"] < 0.5
-    assert set(info["val_metrics"]) == {"oracle_dice_frozen", "oracle_dice_tuned"}
+    assert set(info["val_metrics"]) == {
+        "oracle_dice_frozen", "oracle_dice_tuned", "jittered_box_dice_frozen",
+        "jittered_box_dice_tuned", "selected_on",
+    }  # fmt: skip
 
     loaded = load_litemedsam(delta=card)
     tuned = loaded.mask_decoder.state_dict()
@@ -116,13 +119,14 @@ def test_adapter_tuning_trains_saves_the_best_epoch_and_resumes(tmp_path):
     out = tmp_path / "tuned"
     options = {"method": "adapter", "val_fraction": 0.2, "boxes_per_plane": 1,
                "planes_per_epoch": 1, "val_planes": 1, "learning_rate": 1e-3,
-               "progress": False}  # fmt: skip
+               "select": "jittered", "progress": False}  # fmt: skip
     model = load_litemedsam()
     card = train_segmenter(tmp_path / "data", out, epochs=1, model=model, **options)
     info = json.loads(card.read_text())
     assert info["method"] == "adapter" and info["share_of_segmenter"] <= 0.05
     assert info["training"]["planes_trained"] == 1 and info["training"]["val_planes"] == 1
     assert info["training"]["seconds_per_training_plane"] > 0
+    assert info["val_metrics"]["selected_on"] == "jittered boxes"
 
     last = torch.load(out / "last.pt", weights_only=True)
     moved = {k: v for k, v in last["trained"].items() if k.endswith("up.weight")}

@@ -241,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
         "size (default 0.1; 0 = exact boxes)",
     )  # fmt: skip
     ts.add_argument(
+        "--select", choices=("exact", "jittered"), default="exact",
+        help="validation Dice that picks the best epoch: with the masks' exact boxes (default) "
+        "or with those boxes jittered like the training boxes (closer to a detector's)",
+    )  # fmt: skip
+    ts.add_argument(
         "--planes-per-epoch", type=int, help="train on at most N planes per epoch (default all)"
     )
     ts.add_argument(
@@ -477,7 +482,7 @@ def _train_segmenter(args: argparse.Namespace) -> int:
         args.data, args.out, method=args.method, val_fraction=args.val_fraction,
         epochs=args.epochs, cache=args.cache, resume=args.resume, channel=args.channel,
         seed=args.seed, label_choice=_label_choice(args), limit=args.limit,
-        learning_rate=args.learning_rate, jitter=args.jitter,
+        learning_rate=args.learning_rate, jitter=args.jitter, select=args.select,
         planes_per_epoch=args.planes_per_epoch,
         planes_per_case=args.planes_per_case, val_planes=args.val_planes,
         progress=not args.no_progress,
