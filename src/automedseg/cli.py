@@ -232,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     ts.add_argument("--limit", type=int, help="use only the first N cases")
     ts.add_argument(
-        "--lr", dest="learning_rate", type=float,
-        help="AdamW learning rate (default 1e-4 decoder, 5e-4 adapter)",
+        "--lr", dest="learning_rate", type=float, default=1e-4,
+        help="AdamW learning rate (default 1e-4)",
     )  # fmt: skip
     ts.add_argument(
         "--jitter", type=float, default=0.1,

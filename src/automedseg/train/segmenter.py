@@ -58,8 +58,6 @@ from automedseg.train.head import TrainLog
 
 MIN_TRAINING_PIXELS = 16
 """Smaller components (annotation specks, in model-space pixels) are not training targets."""
-LEARNING_RATES = {"decoder": 1e-4, "adapter": 5e-4}
-"""Default AdamW learning rate per method (the adapters start at zero and get few steps)."""
 VAL_PLANES = 64
 """Default number of validation planes for ``adapter`` (each costs an encoder pass per epoch)."""
 SELECTIONS = ("exact", "jittered")
@@ -296,7 +294,7 @@ def train_segmenter(
     method: str = "decoder",
     val_fraction: float = 0.2,
     epochs: int = 4,
-    learning_rate: float | None = None,
+    learning_rate: float = 1e-4,
     jitter: float = 0.1,
     boxes_per_plane: int = 3,
     cache: str | Path | None = None,
@@ -317,7 +315,8 @@ def train_segmenter(
 
     ``model`` is the LiteMedSAM to tune (default: the packaged weights); only the method's
     part changes (``adapter`` inserts the adapters of ``adapter``, default
-    ``AdapterConfig()``). ``learning_rate`` defaults to ``LEARNING_RATES[method]``.
+    ``AdapterConfig()``). ``learning_rate``: AdamW's, for either method (adapters at 1e-4 on
+    Kvasir-SEG: 180 planes moved the validation Dice by about 2 points).
     ``planes_per_epoch`` caps the planes trained on per epoch (default: all);
     ``planes_per_case`` caps the slices a volume gives per epoch (``adapter`` only);
     ``val_planes`` caps the validation planes (default: all for ``decoder``, ``VAL_PLANES``
@@ -333,7 +332,6 @@ def train_segmenter(
         raise InputError(f"unknown selection {select!r}; choose one of {SELECTIONS}")
     chosen = SELECTIONS.index(select)
     started = time.perf_counter()
-    learning_rate = learning_rate or LEARNING_RATES[method]
     adapter = (adapter or AdapterConfig()) if method == "adapter" else None
     label_choice = label_choice or LabelChoice()
     out = Path(out)
