@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint clean nnunet-setup
+.PHONY: setup demo test lint clean nnunet-setup compare
 
 setup: $(STAMP)
 
@@ -38,6 +38,26 @@ nnunet-setup: setup
 		"$$(.venv-nnunet/bin/python -c 'import site; print(site.getsitepackages()[0])')/automedseg_main.pth"
 	.venv-nnunet/bin/pip install --quiet nnunetv2==2.8.1
 	.venv-nnunet/bin/pip install --quiet --no-deps -e .
+
+# The comparison tables (README, "Baselines") from the stored runs named there; each run's own
+# command is in the README. Writes runs/compare_polyp.md and runs/compare_hippocampus.md.
+compare: setup
+	$(BIN)/python benchmarks/compare.py \
+		--title "Kvasir-SEG polyps, validation split (159 images)" \
+		--eval "automedseg: polyp head + LiteMedSAM (PyTorch)=runs/eval_polyp_val_head5" \
+		--oracle "automedseg: polyp head + LiteMedSAM (PyTorch)=runs/eval_polyp_val_head" \
+		--eval "automedseg: same, INT8 on ONNX Runtime=runs/eval_polyp_val_int8" \
+		--eval "nnU-Net v2 2d (budget)=runs/eval_polyp_val_nnunet" \
+		--timing "nnU-Net v2 2d (budget)=runs/nnunet/timing_501.json" \
+		--budget "nnU-Net v2 2d (budget)=runs/nnunet/budget_501.json" \
+		--baselines runs/bench_baselines2/baselines.json --out runs/compare_polyp.md
+	$(BIN)/python benchmarks/compare.py \
+		--title "MSD hippocampus (MRI 3D), validation split of the first 40 cases (8 volumes)" \
+		--eval "automedseg: hippocampus head + LiteMedSAM, propagated (PyTorch)=runs/eval_hippocampus40_val" \
+		--eval "nnU-Net v2 3d_fullres (budget)=runs/eval_hippocampus_val_nnunet" \
+		--timing "nnU-Net v2 3d_fullres (budget)=runs/nnunet/timing_502.json" \
+		--budget "nnU-Net v2 3d_fullres (budget)=runs/nnunet/budget_502.json" \
+		--out runs/compare_hippocampus.md
 
 clean:
 	rm -rf demo_output .pytest_cache

@@ -11,8 +11,10 @@
 Every number comes from a file written by a command (``automedseg evaluate``,
 ``benchmarks/nnunet_baseline.py train|time``, ``benchmarks/baselines.py``); the table says
 which. ``--eval`` rows: Dice / IoU of the ``auto`` mode (or ``predictions`` for another tool's
-masks), Dice of the ``oracle`` mode where the same run has it, model MB, ms per case and peak
-RSS of that run. ``--timing`` replaces a row's speed and size with a dedicated timing run
+masks), Dice of the ``oracle`` mode where the same run has it, model MB, ms per case (per image
+in 2D, per volume or sequence in 3D: the median of the run's per-case totals) and peak RSS of
+that run. ``--oracle`` takes a row's oracle Dice from another run on the same split.
+``--timing`` replaces a row's speed and size with a dedicated timing run
 (nnU-Net's masks are scored from files, so its evaluate run does not time it); ``--budget``
 adds its training budget. ``--baselines`` adds the models whose weights cannot be had here:
 size and speed only.
@@ -21,8 +23,11 @@ size and speed only.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
+
+import numpy as np
 
 PROMPT = {
     "mobilesam": "yes (box or point)",
@@ -50,13 +55,32 @@ def _f(value, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def eval_row(name: str, folder: Path, timing: Path | None, budget: Path | None) -> dict:
+def case_ms(folder: Path, mode: str) -> float | None:
+    """Median over cases of the run's total ms per case (I/O, prompter, encoder, decoder): per
+    image for 2D, per volume or sequence otherwise."""
+    totals = {}
+    with (folder / "per_case.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            stages = [row.get(f"ms_{s}") for s in ("io", "prompter", "encoder", "decoder")]
+            if row["mode"] == mode and all(stages) and row["case_id"] not in totals:
+                totals[row["case_id"]] = sum(float(v) for v in stages)
+    return float(np.median(list(totals.values()))) if totals else None
+
+
+def eval_row(
+    name: str, folder: Path, timing: Path | None, budget: Path | None, oracle_run: Path | None
+) -> dict:
     summary = json.loads((folder / "summary.json").read_text())
     modes = summary["modes"]
-    auto = modes.get("auto") or modes.get("predictions")
+    mode = "auto" if "auto" in modes else "predictions"
+    auto = modes.get(mode)
     if auto is None:
         raise SystemExit(f"error: {folder}: no auto or predictions mode in summary.json")
     oracle = modes.get("oracle")
+    if oracle_run is not None:
+        oracle = json.loads((oracle_run / "summary.json").read_text())["modes"].get("oracle")
+        if oracle is None:
+            raise SystemExit(f"error: --oracle {oracle_run}: that run has no oracle mode")
     row = {
         "model": name,
         "dice": auto["dice_mean"],
@@ -65,7 +89,7 @@ def eval_row(name: str, folder: Path, timing: Path | None, budget: Path | None) 
         "cases": auto["n_cases"],
         "mb": round(sum(summary.get("models_mb", {}).values()), 1) or None,
         "prompt": "no",
-        "ms": auto.get("ms_per_image_median"),
+        "ms": case_ms(folder, mode),
         "rss": auto.get("peak_rss_mb"),
         "threads": summary.get("threads"),
         "source": str(folder),
@@ -76,6 +100,8 @@ def eval_row(name: str, folder: Path, timing: Path | None, budget: Path | None) 
         row.update(mb=t["float32_mb"], ms=t["ms_per_image_median"], rss=t["peak_rss_mb"])
         row.update(threads=t["torch_threads"])
         row["notes"].append(f"speed: {t['cases']} cases, {timing}")
+    if oracle_run is not None:
+        row["notes"].append(f"oracle: {oracle_run}")
     if budget is not None:
         b = json.loads(budget.read_text())
         hours = b["training_seconds"] / 3600
@@ -126,14 +152,19 @@ def main() -> None:
     parser.add_argument("--eval", action="append", default=[], help="NAME=EVALUATE_OUT_DIR")
     parser.add_argument("--timing", action="append", default=[], help="NAME=timing JSON")
     parser.add_argument("--budget", action="append", default=[], help="NAME=budget JSON")
+    parser.add_argument(
+        "--oracle", action="append", default=[],
+        help="NAME=EVALUATE_OUT_DIR whose oracle mode (same split) gives NAME's oracle Dice",
+    )  # fmt: skip
     parser.add_argument("--baselines", help="baselines.json of benchmarks/baselines.py")
     parser.add_argument("--out", help="write the table here too (Markdown)")
     args = parser.parse_args()
     evals = _pairs(args.eval, "eval")
     timing, budget = _pairs(args.timing, "timing"), _pairs(args.budget, "budget")
-    for name in {*timing, *budget} - set(evals):
-        raise SystemExit(f"error: --timing/--budget {name!r} has no --eval row of that name")
-    rows = [eval_row(n, p, timing.get(n), budget.get(n)) for n, p in evals.items()]
+    oracle = _pairs(args.oracle, "oracle")
+    for name in {*timing, *budget, *oracle} - set(evals):
+        raise SystemExit(f"error: {name!r} has no --eval row of that name")
+    rows = [eval_row(n, p, timing.get(n), budget.get(n), oracle.get(n)) for n, p in evals.items()]
     if args.baselines:
         rows += baseline_rows(Path(args.baselines))
     text = table(args.title, rows)

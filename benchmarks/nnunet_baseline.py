@@ -154,7 +154,7 @@ def load_trainer(args: argparse.Namespace, epochs: int, iterations: int):
 
 def training_seconds(trainer) -> float:
     """Wall time of the epochs trained so far, from nnU-Net's own log (kept in checkpoints)."""
-    log = trainer.logger.my_fantastic_logging
+    log = trainer.logger.get_checkpoint()  # the local logger's record
     starts, ends = log["epoch_start_timestamps"], log["epoch_end_timestamps"]
     return float(sum(e - s for s, e in zip(starts, ends, strict=False)))  # an epoch may be open
 
@@ -184,13 +184,14 @@ def time_inference(args: argparse.Namespace) -> None:
     trainer.network.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in weights.items()})
     parameters = sum(p.numel() for p in trainer.network.parameters())
     del weights
+    trainer.set_deep_supervision_enabled(False)  # as nnU-Net's own validation does
     trainer.network.eval()
     predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
                                 perform_everything_on_device=False, device=torch.device("cpu"),
                                 allow_tqdm=False)  # fmt: skip
     predictor.manual_initialization(trainer.network, trainer.plans_manager,
-                                    trainer.configuration_manager, None, trainer.dataset_json,
-                                    type(trainer).__name__, None)  # fmt: skip
+                                    trainer.configuration_manager, [trainer.network.state_dict()],
+                                    trainer.dataset_json, type(trainer).__name__, None)  # fmt: skip
     reader = trainer.plans_manager.image_reader_writer_class()
     ending = trainer.dataset_json["file_ending"]
     splits = json.loads((Path(trainer.preprocessed_dataset_folder_base) / "splits_final.json")

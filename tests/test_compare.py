@@ -22,6 +22,11 @@ def compare():
 def summary(folder: Path, modes: dict, **extra) -> Path:
     folder.mkdir()
     (folder / "summary.json").write_text(json.dumps({"modes": modes, **extra}))
+    rows = ["case_id,mode,label,ms_io,ms_prompter,ms_encoder,ms_decoder"]
+    for case, ms in (("a", 10), ("b", 30), ("c", 1000)):  # per case, two labels each
+        rows += [f"{case},auto,{label},1,2,{ms},7" for label in (1, 2)]
+    rows += ["a,predictions,1,,,,"]
+    (folder / "per_case.csv").write_text("\n".join(rows) + "\n")
     return folder
 
 
@@ -47,7 +52,7 @@ def test_rows_come_from_the_runs_and_timing_replaces_speed(compare, tmp_path, mo
                                      "--budget", f"nn={budget}", "--out", str(out)])  # fmt: skip
     compare.main()
     rows = out.read_text().splitlines()
-    assert rows[4].startswith("| ours | 0.810 / 0.500 | 0.930 | 3.2 | no | 100 | 900 | 1 |")
+    assert rows[4].startswith("| ours | 0.810 / 0.500 | 0.930 | 3.2 | no | 40 | 900 | 1 |")
     assert rows[5].startswith("| nn | 0.770 / 0.500 | – | 118.0 | no | 4321 | 2000 | 1 |")
     assert "trained 5 of 5 epochs × 25 steps, 2.0 h" in rows[5]
 
