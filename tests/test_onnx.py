@@ -40,7 +40,8 @@ def exported(litemedsam, tmp_path_factory):
 def tiny_head(tmp_path_factory):
     """A randomly initialised 2-class head, exported (under a second)."""
     torch.manual_seed(0)
-    prompter = HeadPrompter(EmbeddingHead(2, width=8, depth=1).eval(), {1: "a", 3: "b"}, 0.6)
+    head = EmbeddingHead(2, width=8, depth=1).eval()
+    prompter = HeadPrompter(head, {1: "a", 3: "b"}, 0.6, propagation={"snap": False})
     result = export.export_head_prompter(prompter, tmp_path_factory.mktemp("head") / "h", "0" * 64)
     return prompter, result
 
@@ -116,6 +117,7 @@ def test_onnx_head_matches_torch(tiny_head):
     assert result.max_abs_diff < 1e-4 and result.cosine > 0.9999
     ours = runtime.load_onnx_head_prompter(result.card_path)
     assert ours.labels == {1: "a", 3: "b"} and ours.score_threshold == 0.6
+    assert ours.propagation == {"snap": False}  # the card's choice travels with the export
     embedding = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1))
     probabilities = ours.probabilities(embedding.numpy())
     assert np.abs(probabilities - prompter.probabilities(embedding)).max() < 1e-5

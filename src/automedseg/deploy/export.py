@@ -203,6 +203,7 @@ def export_head_prompter(
             "score_threshold": prompter.score_threshold,
             "pixel_threshold": prompter.pixel_threshold,
             "min_area_fraction": prompter.min_area_fraction,
+            "propagation": {"settings": prompter.propagation},
             "segmenter_sha256": segmenter_sha256,
         },
     )
@@ -237,6 +238,7 @@ def export_yolonas_prompter(
             "score_threshold": prompter.score_threshold,
             "iou_threshold": prompter.iou_threshold,
             "max_detections": prompter.max_detections,
+            "propagation": {"settings": prompter.propagation},
         },
     )
 

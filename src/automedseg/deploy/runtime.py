@@ -26,6 +26,7 @@ from automedseg import __version__
 from automedseg.checkpoints import read_card
 from automedseg.deploy.transforms import postprocess, preprocess, resize_bilinear
 from automedseg.errors import WeightsError
+from automedseg.prompt.base import card_propagation
 from automedseg.prompt.components import map_prompter_boxes
 from automedseg.segment.model_space import IMAGE_SIZE
 from automedseg.types import Boxes
@@ -212,6 +213,8 @@ class OnnxHeadPrompter:
     pixel_threshold: float = 0.5
     min_area_fraction: float = 0.0005
     uses_embedding: bool = True
+    propagation: dict = field(default_factory=dict)
+    """Propagation settings chosen on validation (``propagate.settings_of``)."""
 
     def probabilities(self, embedding: np.ndarray) -> np.ndarray:
         """(K, 256, 256) class probabilities in the padded model space."""
@@ -234,4 +237,7 @@ def load_onnx_head_prompter(path: str | Path, threads: int = 2) -> OnnxHeadPromp
         min_area = float(card.get("min_area_fraction", 0.0005))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise WeightsError(f"the head's ONNX card lacks a valid {error}", card["_path"]) from None
-    return OnnxHeadPrompter(model, labels, **thresholds, min_area_fraction=min_area)
+    propagation = card_propagation(card, card["_path"])
+    return OnnxHeadPrompter(
+        model, labels, **thresholds, min_area_fraction=min_area, propagation=propagation
+    )
