@@ -54,6 +54,7 @@ compare: setup
 	$(BIN)/python benchmarks/compare.py \
 		--title "MSD hippocampus (MRI 3D), validation split of the first 40 cases (8 volumes)" \
 		--eval "automedseg: hippocampus head + LiteMedSAM, propagated (PyTorch)=runs/eval_hippocampus40_val" \
+		--eval "automedseg: same, decoder tuned on the training split (PyTorch)=runs/eval_hippocampus40_val_decoder" \
 		--eval "nnU-Net v2 3d_fullres (budget)=runs/eval_hippocampus_val_nnunet" \
 		--timing "nnU-Net v2 3d_fullres (budget)=runs/nnunet/timing_502.json" \
 		--budget "nnU-Net v2 3d_fullres (budget)=runs/nnunet/budget_502.json" \
