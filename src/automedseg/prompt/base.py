@@ -35,7 +35,8 @@ them on validation volumes or videos)."""
 
 def card_propagation(card: dict[str, Any], card_path: str | Path) -> dict:
     """The propagation settings in a prompter's card (``{}`` when it has none), checked."""
-    settings = (card.get("propagation") or {}).get("settings", {})
+    entry = card.get("propagation") or {}
+    settings = entry.get("settings", {}) if isinstance(entry, dict) else entry
     problem = None if isinstance(settings, dict) else f"not a mapping: {settings!r}"
     for name, value in settings.items() if problem is None else ():
         kind = PROPAGATION_SETTINGS.get(name)
