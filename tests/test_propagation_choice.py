@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from tests.test_propagate import ThresholdSegmenter
 
 from automedseg.cli import main
 from automedseg.errors import WeightsError
@@ -13,7 +14,6 @@ from automedseg.prompt.base import card_propagation
 from automedseg.propagate import settings_of
 from automedseg.train.propagation import ReusedEncodings, choose_propagation, label_dice
 from automedseg.types import Boxes
-from tests.test_propagate import ThresholdSegmenter
 
 FULL, TOP_HALF = (11, 11, 21, 21), (11, 11, 21, 16)
 
