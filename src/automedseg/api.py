@@ -109,7 +109,7 @@ def segment_files(
             inputs, out, finder, onnx_set.predictor, None, slice_index, boxes, modality,
             window, propagate, progress, on_error, f"LiteMedSAM ({runtime}, ONNX Runtime)",
         )  # fmt: skip
-    from automedseg.prompt import load_prompter
+    from automedseg.prompt import load_prompter, task_segmenter_weights
     from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
 
     if boxes:
@@ -135,7 +135,7 @@ def segment_files(
     if sam2_model is None or getattr(finder, "uses_embedding", False):
         model = load_litemedsam(
             None if weights is None else Path(weights),
-            delta=None if segmenter_weights is None else Path(segmenter_weights),
+            delta=Path(segmenter_weights) if segmenter_weights else task_segmenter_weights(task),
         )
         predictor = LiteMedSAMPredictor(model)
     return _segment_each(

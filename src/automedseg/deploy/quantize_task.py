@@ -83,14 +83,16 @@ def quantize_task(
     ``recipes``: the candidates per model (default ``RECIPES``). ``segmenter_weights``: the
     card of a fine-tuning delta (``automedseg train segmenter``) loaded into LiteMedSAM before
     export, so the encoder and decoder include it and the reference pipeline uses it; its
-    SHA-256 goes into the exported models' cards and the report."""
+    SHA-256 goes into the exported models' cards and the report (default: the task's own
+    delta, if it ships one)."""
     import torch
 
     from automedseg.deploy import export
-    from automedseg.prompt import load_prompter, task_card
+    from automedseg.prompt import load_prompter, task_card, task_segmenter_weights
     from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
 
     torch.set_num_threads(threads)
+    segmenter_weights = segmenter_weights or task_segmenter_weights(task)
     card_path = task_card(task) if task else Path(prompter_card or "")
     card = read_card(card_path)
     if card.get("kind") != "head":

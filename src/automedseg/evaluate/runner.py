@@ -241,7 +241,7 @@ def evaluate(
         segmenter=(
             f"predictions in {predictions}"
             if predictions is not None
-            else "LiteMedSAM" + (f" + delta {segmenter_weights}" if segmenter_weights else "")
+            else "LiteMedSAM" + (f" + delta {loaded.delta}" if loaded.delta else "")
         ),  # fmt: skip
         nsd_tolerance_mm=nsd_tolerance_mm,
         **(label_choice or LabelChoice()).as_dict(),
@@ -265,13 +265,15 @@ class _Models:
     runtime: str
     card: Path | None
     """The automatic prompter's card."""
+    delta: Path | None = None
+    """The tuned-segmenter delta in use (given, or the task's own)."""
 
 
 def _load_models(modes, weights, task, prompter, runtime, models, delta=None) -> _Models:
     """LiteMedSAM on the chosen runtime and, for automatic prompts, the prompter."""
     from automedseg.checkpoints import read_card
     from automedseg.deploy.model_set import choose_runtime, load_model_set, task_model_set
-    from automedseg.prompt import load_prompter, task_card
+    from automedseg.prompt import load_prompter, task_card, task_segmenter_weights
     from automedseg.segment.litemedsam import (
         LiteMedSAMPredictor,
         load_litemedsam,
@@ -292,6 +294,7 @@ def _load_models(modes, weights, task, prompter, runtime, models, delta=None) ->
     model_set = Path(models) if models is not None else task_model_set(task)
     runtime = choose_runtime(runtime or ("torch" if weights or delta else None), model_set)
     if runtime == "torch":
+        delta = Path(delta) if delta is not None else task_segmenter_weights(task)
         weights_path = Path(weights) if weights else packaged_weights_path()
         model = load_litemedsam(
             None if weights is None else weights_path, delta=None if delta is None else Path(delta)
@@ -301,7 +304,7 @@ def _load_models(modes, weights, task, prompter, runtime, models, delta=None) ->
             delta_card = read_card(delta)
             delta_file = Path(delta_card["_path"]).parent / delta_card["weights_file"]
             models_mb["segmenter delta"] = round(delta_file.stat().st_size / 1e6, 2)
-        return _Models(LiteMedSAMPredictor(model), finder, models_mb, runtime, card_path)
+        return _Models(LiteMedSAMPredictor(model), finder, models_mb, runtime, card_path, delta)
     if weights or delta:
         raise AutomedsegError(
             f"--runtime {runtime} does not take --weights or --segmenter-weights (use torch)"

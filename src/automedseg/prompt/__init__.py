@@ -30,6 +30,16 @@ def task_card(task: str) -> Path:
     return tasks[task]
 
 
+def task_segmenter_weights(task: str | None) -> Path | None:
+    """A shipped task's tuned-segmenter delta (``segmenter.json`` beside its prompter card),
+    used with the PyTorch runtime unless other ``--segmenter-weights`` are given; None when
+    the task has none (or no task is named)."""
+    if task is None:
+        return None
+    path = task_card(task).parent / "segmenter.json"
+    return path if path.is_file() else None
+
+
 def load_prompter(task: str | None = None, card: str | Path | None = None) -> Prompter:
     """The prompter of a shipped ``task`` or of a trained ``card`` (JSON beside the weights)."""
     from automedseg.checkpoints import read_card
