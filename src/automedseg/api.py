@@ -131,16 +131,15 @@ def segment_files(
         sam2_model = build_sam2(image_size, Path(checkpoint))
     elif segmenter != "litemedsam":
         raise AutomedsegError(f"unknown segmenter {segmenter!r}; choose litemedsam or medsam2")
-    predictor = None
+    predictor, name = None, None
     if sam2_model is None or getattr(finder, "uses_embedding", False):
-        model = load_litemedsam(
-            None if weights is None else Path(weights),
-            delta=Path(segmenter_weights) if segmenter_weights else task_segmenter_weights(task),
-        )
+        delta = Path(segmenter_weights) if segmenter_weights else task_segmenter_weights(task)
+        model = load_litemedsam(None if weights is None else Path(weights), delta=delta)
         predictor = LiteMedSAMPredictor(model)
+        name = None if delta is None or sam2_model is not None else f"LiteMedSAM + delta {delta}"
     return _segment_each(
         inputs, out, finder, predictor, sam2_model, slice_index, boxes, modality, window,
-        propagate, progress, on_error,
+        propagate, progress, on_error, name,
     )  # fmt: skip
 
 
