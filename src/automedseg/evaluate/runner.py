@@ -296,9 +296,7 @@ def _load_models(modes, weights, task, prompter, runtime, models, delta=None) ->
     if runtime == "torch":
         delta = Path(delta) if delta is not None else task_segmenter_weights(task)
         weights_path = Path(weights) if weights else packaged_weights_path()
-        model = load_litemedsam(
-            None if weights is None else weights_path, delta=None if delta is None else Path(delta)
-        )
+        model = load_litemedsam(None if weights is None else weights_path, delta=delta)
         models_mb["litemedsam"] = round(weights_path.stat().st_size / 1e6, 2)
         if delta is not None:
             delta_card = read_card(delta)

@@ -61,14 +61,9 @@ class ReusedEncodings:
 
 def label_dice(predicted: np.ndarray, truth: np.ndarray, labels: Iterable[int]) -> list[float]:
     """Dice of each label present in ``truth`` (labels absent from it are not scored)."""
-    scores = []
-    for value in labels:
-        wanted = truth == value
-        if not wanted.any():
-            continue
-        found = predicted == value
-        scores.append(2.0 * float((found & wanted).sum()) / float(found.sum() + wanted.sum()))
-    return scores
+    from automedseg.evaluate.metrics import dice
+
+    return [dice(predicted == v, truth == v) for v in labels if (truth == v).any()]
 
 
 def key_of(settings: dict) -> str:
