@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint clean nnunet-setup compare
+.PHONY: setup demo test lint clean nnunet-setup compare records
 
 setup: $(STAMP)
 
@@ -39,26 +39,40 @@ nnunet-setup: setup
 	.venv-nnunet/bin/pip install --quiet nnunetv2==2.8.1
 	.venv-nnunet/bin/pip install --quiet --no-deps -e .
 
-# The comparison tables (README, "Baselines") from the stored runs named there; each run's own
-# command is in the README. Writes runs/compare_polyp.md and runs/compare_hippocampus.md.
+# The comparison tables (README, "Baselines") from the run records in benchmarks/records: each
+# evaluate run's summary.json (which holds its command) and per_case.csv, nnU-Net's timing and
+# budget, baselines.json. They are committed, so this works on a clean checkout; `make records`
+# copies them again from runs/ after new runs. Writes runs/compare_polyp.md and
+# runs/compare_hippocampus.md.
+RECORDS := benchmarks/records
+RECORD_RUNS := eval_polyp_val_head5 eval_polyp_val_head eval_polyp_val_int8 eval_polyp_val_nnunet \
+	eval_hippocampus40_val eval_hippocampus40_val_decoder eval_hippocampus_val_nnunet
+
 compare: setup
 	$(BIN)/python benchmarks/compare.py \
 		--title "Kvasir-SEG polyps, validation split (159 images)" \
-		--eval "automedseg: polyp head + LiteMedSAM (PyTorch)=runs/eval_polyp_val_head5" \
-		--oracle "automedseg: polyp head + LiteMedSAM (PyTorch)=runs/eval_polyp_val_head" \
-		--eval "automedseg: same, INT8 on ONNX Runtime=runs/eval_polyp_val_int8" \
-		--eval "nnU-Net v2 2d (budget)=runs/eval_polyp_val_nnunet" \
-		--timing "nnU-Net v2 2d (budget)=runs/nnunet/timing_501.json" \
-		--budget "nnU-Net v2 2d (budget)=runs/nnunet/budget_501.json" \
-		--baselines runs/bench_baselines2/baselines.json --out runs/compare_polyp.md
+		--eval "automedseg: polyp head + LiteMedSAM (PyTorch)=$(RECORDS)/eval_polyp_val_head5" \
+		--oracle "automedseg: polyp head + LiteMedSAM (PyTorch)=$(RECORDS)/eval_polyp_val_head" \
+		--eval "automedseg: same, INT8 on ONNX Runtime=$(RECORDS)/eval_polyp_val_int8" \
+		--eval "nnU-Net v2 2d (budget)=$(RECORDS)/eval_polyp_val_nnunet" \
+		--timing "nnU-Net v2 2d (budget)=$(RECORDS)/nnunet/timing_501.json" \
+		--budget "nnU-Net v2 2d (budget)=$(RECORDS)/nnunet/budget_501.json" \
+		--baselines $(RECORDS)/baselines.json --out runs/compare_polyp.md
 	$(BIN)/python benchmarks/compare.py \
 		--title "MSD hippocampus (MRI 3D), validation split of the first 40 cases (8 volumes)" \
-		--eval "automedseg: hippocampus head + LiteMedSAM, propagated (PyTorch)=runs/eval_hippocampus40_val" \
-		--eval "automedseg: same, decoder tuned on the training split (PyTorch)=runs/eval_hippocampus40_val_decoder" \
-		--eval "nnU-Net v2 3d_fullres (budget)=runs/eval_hippocampus_val_nnunet" \
-		--timing "nnU-Net v2 3d_fullres (budget)=runs/nnunet/timing_502.json" \
-		--budget "nnU-Net v2 3d_fullres (budget)=runs/nnunet/budget_502.json" \
+		--eval "automedseg: hippocampus head + LiteMedSAM, propagated (PyTorch)=$(RECORDS)/eval_hippocampus40_val" \
+		--eval "automedseg: same, decoder tuned on the training split (PyTorch)=$(RECORDS)/eval_hippocampus40_val_decoder" \
+		--eval "nnU-Net v2 3d_fullres (budget)=$(RECORDS)/eval_hippocampus_val_nnunet" \
+		--timing "nnU-Net v2 3d_fullres (budget)=$(RECORDS)/nnunet/timing_502.json" \
+		--budget "nnU-Net v2 3d_fullres (budget)=$(RECORDS)/nnunet/budget_502.json" \
 		--out runs/compare_hippocampus.md
+
+records:
+	for run in $(RECORD_RUNS); do \
+		mkdir -p $(RECORDS)/$$run && cp runs/$$run/summary.json runs/$$run/per_case.csv $(RECORDS)/$$run/; \
+	done
+	mkdir -p $(RECORDS)/nnunet && cp runs/nnunet/timing_50[12].json runs/nnunet/budget_50[12].json $(RECORDS)/nnunet/
+	cp runs/bench_baselines2/baselines.json $(RECORDS)/baselines.json
 
 clean:
 	rm -rf demo_output .pytest_cache
