@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from automedseg import io
-from automedseg.errors import AutomedsegError, InputError, PromptError
+from automedseg.errors import AutomedsegError, AutomedsegWarning, InputError, PromptError
 from automedseg.io.overlay import blend_labels, to_display_rgb
 from automedseg.measure import measure_objects
 from automedseg.types import Boxes, Image, Result
@@ -109,7 +109,7 @@ def segment_files(
             inputs, out, finder, onnx_set.predictor, None, slice_index, boxes, modality,
             window, propagate, progress, on_error, f"LiteMedSAM ({runtime}, ONNX Runtime)",
         )  # fmt: skip
-    from automedseg.prompt import load_prompter, task_segmenter_weights
+    from automedseg.prompt import check_embedding, load_prompter, task_card, task_segmenter_weights
     from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
 
     if boxes:
@@ -136,6 +136,8 @@ def segment_files(
         delta = Path(segmenter_weights) if segmenter_weights else task_segmenter_weights(task)
         model = load_litemedsam(None if weights is None else Path(weights), delta=delta)
         predictor = LiteMedSAMPredictor(model)
+        if not boxes:
+            check_embedding(task_card(task) if task else Path(prompter), delta)
         name = None if delta is None or sam2_model is not None else f"LiteMedSAM + delta {delta}"
     return _segment_each(
         inputs, out, finder, predictor, sam2_model, slice_index, boxes, modality, window,
@@ -247,7 +249,7 @@ def write_result(
             io.write_dicom_seg(seg, result.label_map, image.source_files, label_names)
             written.append(seg)
         except InputError as error:  # e.g. no Frame of Reference: keep the other outputs
-            warnings.warn(f"{error}; no DICOM-SEG written", stacklevel=2)
+            warnings.warn(f"{error}; no DICOM-SEG written", AutomedsegWarning, stacklevel=2)
     written.append(out / f"{stem}_overlay.png")
     io.write_overlay_png(written[-1], image, result.label_map, z=result.slice_index)
     written.append(out / f"{stem}.json")

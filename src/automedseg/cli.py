@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from automedseg.api import MODALITIES
-from automedseg.errors import AutomedsegError
+from automedseg.errors import AutomedsegError, AutomedsegWarning
 
 EXIT_BAD_INPUT = 2
+_SHOW_WARNING = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings on one line, like errors; other libraries' as Python shows them."""
+    if issubclass(category, AutomedsegWarning):
+        print(f"automedseg: warning: {message}", file=sys.stderr)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="box annotations for --kind yolonas (COCO JSON, YOLO "
         "labels folder, or Kvasir bbox JSON) instead of boxes from the masks",
     )
+    tp.add_argument(
+        "--segmenter-weights",
+        help="--kind head: train on the image embedding of LiteMedSAM with this tuned delta "
+        "(an adapter delta changes the embedding the head reads)",
+    )
     tp.add_argument("--task", help="task name recorded in the card")
     tp.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     tp.add_argument("--limit", type=int, help="use only the first N cases (head only)")
@@ -315,6 +330,7 @@ def _label_choice(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _show_warning
     try:
         if args.command == "segment":
             return _segment(args)
@@ -446,9 +462,11 @@ def _train_prompter(args: argparse.Namespace) -> int:
             args.data, args.out, val_fraction=args.val_fraction, epochs=args.epochs or 30,
             cache=args.cache, resume=args.resume, channel=args.channel, task=args.task,
             seed=args.seed, label_choice=_label_choice(args), limit=args.limit,
-            progress=progress,
+            progress=progress, segmenter_weights=args.segmenter_weights,
         )  # fmt: skip
     else:
+        if args.segmenter_weights:
+            raise AutomedsegError("--segmenter-weights applies to --kind head only")
         from automedseg.train.yolonas import train_yolonas
 
         card = train_yolonas(

@@ -26,3 +26,8 @@ class PromptError(AutomedsegError):
 
 class WeightsError(AutomedsegError):
     """Model weights that are missing, corrupted or of the wrong shape."""
+
+
+class AutomedsegWarning(UserWarning):
+    """Something the user should know that does not stop the run; the CLI prints
+    ``automedseg: warning: <message>`` on stderr."""

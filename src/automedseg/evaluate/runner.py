@@ -273,7 +273,12 @@ def _load_models(modes, weights, task, prompter, runtime, models, delta=None) ->
     """LiteMedSAM on the chosen runtime and, for automatic prompts, the prompter."""
     from automedseg.checkpoints import read_card
     from automedseg.deploy.model_set import choose_runtime, load_model_set, task_model_set
-    from automedseg.prompt import load_prompter, task_card, task_segmenter_weights
+    from automedseg.prompt import (
+        check_embedding,
+        load_prompter,
+        task_card,
+        task_segmenter_weights,
+    )
     from automedseg.segment.litemedsam import (
         LiteMedSAMPredictor,
         load_litemedsam,
@@ -297,6 +302,7 @@ def _load_models(modes, weights, task, prompter, runtime, models, delta=None) ->
         delta = Path(delta) if delta is not None else task_segmenter_weights(task)
         weights_path = Path(weights) if weights else packaged_weights_path()
         model = load_litemedsam(None if weights is None else weights_path, delta=delta)
+        check_embedding(card_path, delta)
         models_mb["litemedsam"] = round(weights_path.stat().st_size / 1e6, 2)
         if delta is not None:
             delta_card = read_card(delta)

@@ -7,9 +7,10 @@ reads the card's ``kind`` and builds the matching prompter. Shipped tasks live i
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
-from automedseg.errors import AutomedsegError, WeightsError
+from automedseg.errors import AutomedsegError, AutomedsegWarning, WeightsError
 from automedseg.prompt.base import Prompter
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -38,6 +39,42 @@ def task_segmenter_weights(task: str | None) -> Path | None:
         return None
     path = task_card(task).parent / "segmenter.json"
     return path if path.is_file() else None
+
+
+def embedding_mismatch(prompter_card: dict, delta_card: dict | None) -> str | None:
+    """Why a head prompter would read another image embedding than the one it was trained on,
+    or None. A head reads the segmenter's embedding, which an ``adapter`` delta changes (its
+    card says ``changes_image_embedding``); the head's card records the delta it was trained
+    with (``segmenter.delta``, from ``train prompter --segmenter-weights``), if any."""
+    if prompter_card.get("kind") != "head":
+        return None
+    trained = prompter_card.get("segmenter", {}).get("delta") or {}
+    trained_sha = trained.get("sha256") if trained.get("changes_image_embedding") else None
+    used = delta_card or {}
+    used_sha = used.get("sha256") if used.get("changes_image_embedding") else None
+    if trained_sha == used_sha:
+        return None
+
+    def encoder(sha: str | None) -> str:
+        return "the frozen encoder" if sha is None else f"the encoder with adapters {sha[:12]}…"
+
+    return (
+        f"the head prompter was trained on the embedding of {encoder(trained_sha)} but runs on "
+        f"that of {encoder(used_sha)}; its boxes may be worse (train a prompter with "
+        "--segmenter-weights to match)"
+    )
+
+
+def check_embedding(card_path: Path | None, delta: Path | None) -> None:
+    """Warn (``AutomedsegWarning``) when the prompter of ``card_path`` would read another image
+    embedding than the one it was trained on, with the segmenter delta ``delta`` (or none)."""
+    from automedseg.checkpoints import read_card
+
+    if card_path is None:
+        return
+    note = embedding_mismatch(read_card(card_path), None if delta is None else read_card(delta))
+    if note:
+        warnings.warn(note, AutomedsegWarning, stacklevel=3)
 
 
 def load_prompter(task: str | None = None, card: str | Path | None = None) -> Prompter:

@@ -192,10 +192,11 @@ class CachedSplit(Split):
 def cached_split(
     data: str | Path, out: Path, cache: str | Path | None, predictor: LiteMedSAMPredictor, *,
     val_fraction: float, seed: int, channel: int, choice, limit: int | None,
-    empty_fraction: float, progress: bool, log,
+    empty_fraction: float, progress: bool, log, delta_sha256: str | None = None,
 ) -> CachedSplit:  # fmt: skip
     """Split the usable cases (the first ``limit``), write OUT/train_cases.txt and
-    val_cases.txt, and cache every plane's embedding in ``cache`` (default OUT/cache)."""
+    val_cases.txt, and cache every plane's embedding in ``cache`` (default OUT/cache).
+    ``delta_sha256`` names the adapter delta in ``predictor``'s encoder, if any."""
     from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256
     from automedseg.train.data import iter_planes
 
@@ -204,8 +205,8 @@ def cached_split(
     cache_dir = Path(cache) if cache else out / "cache"
     open_cache(
         cache_dir,
-        {"segmenter_sha256": PACKAGED_WEIGHTS_SHA256, "data": str(Path(data).resolve()),
-         "channel": channel, **choice.as_dict()},
+        {"segmenter_sha256": PACKAGED_WEIGHTS_SHA256, "segmenter_delta_sha256": delta_sha256,
+         "data": str(Path(data).resolve()), "channel": channel, **choice.as_dict()},
     )  # fmt: skip
     log(f"caching embeddings of {len(train_ids)} train + {len(val_ids)} val cases in {cache_dir}")
     planes = [

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from automedseg.checkpoints import read_training_state, save_checkpoint
+from automedseg.checkpoints import read_card, read_training_state, save_checkpoint
 from automedseg.errors import InputError
 from automedseg.evaluate.datasets import LabelChoice, class_names
 from automedseg.evaluate.metrics import detection_scores, match_detections
@@ -180,13 +180,16 @@ def train_head(
     limit: int | None = None,
     progress: bool = True,
     predictor=None,
+    segmenter_weights: str | Path | None = None,
 ) -> Path:
     """Train a head prompter on a data set; returns the path of its card (JSON).
 
     ``predictor`` is the LiteMedSAMPredictor whose embeddings the head reads (default: the
-    packaged weights). Embeddings are cached in ``cache`` (default ``out/cache``); with
-    ``resume`` training continues from ``out/last.pt``. ``limit`` uses only the first N
-    usable cases (sorted by id) for a quicker run.
+    packaged weights, with the tuned-segmenter delta ``segmenter_weights`` if given: an
+    ``adapter`` delta changes the embedding, so a head meant to run with it is trained on
+    it; the card records the delta). Embeddings are cached in ``cache`` (default
+    ``out/cache``); with ``resume`` training continues from ``out/last.pt``. ``limit`` uses
+    only the first N usable cases (sorted by id) for a quicker run.
     """
     from automedseg.segment.litemedsam import (
         PACKAGED_WEIGHTS_SHA256,
@@ -199,11 +202,18 @@ def train_head(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = TrainLog(out / "train.log")
-    predictor = predictor or LiteMedSAMPredictor(load_litemedsam())
+    delta = None
+    if segmenter_weights is not None:
+        delta_card = read_card(segmenter_weights)
+        delta = {k: delta_card.get(k) for k in ("sha256", "method", "changes_image_embedding")}
+        delta["card"] = str(segmenter_weights)
+    predictor = predictor or LiteMedSAMPredictor(
+        load_litemedsam(delta=None if delta is None else Path(segmenter_weights))
+    )
     split = cached_split(
         data, out, cache, predictor, val_fraction=val_fraction, seed=seed, channel=channel,
         choice=label_choice, limit=limit, empty_fraction=empty_fraction, progress=progress,
-        log=log,
+        log=log, delta_sha256=None if delta is None else delta["sha256"],
     )  # fmt: skip
     train, val = split.train, split.val
     labels = sorted(set().union(*(e.labels_present for e in train)))
@@ -265,7 +275,11 @@ def train_head(
         "score_threshold": threshold,
         "pixel_threshold": 0.5,
         "min_area_fraction": min_area,
-        "segmenter": {"name": "LiteMedSAM", "sha256": PACKAGED_WEIGHTS_SHA256},
+        "segmenter": {
+            "name": "LiteMedSAM",
+            "sha256": PACKAGED_WEIGHTS_SHA256,
+            **({} if delta is None else {"delta": delta}),
+        },
         "preprocessing": "segment.intensity.to_unit_range, LiteMedSAM 256 longest side + pad",
         "training": {
             **split.record(val_fraction, seed, channel, label_choice, limit),
