@@ -33,9 +33,8 @@ def test_only_a_changed_embedding_is_a_mismatch():
 
 
 def test_a_head_trained_on_a_tuned_encoder_records_it(tmp_path):
-    from test_head import ImageAsEmbedding, write_disks
-
     from automedseg.train.head import train_head
+    from test_head import ImageAsEmbedding, write_disks
 
     delta = save_checkpoint(
         tmp_path / "adapter.safetensors", {"x": torch.zeros(1)},
