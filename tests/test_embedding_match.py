@@ -52,11 +52,10 @@ def test_a_head_trained_on_a_tuned_encoder_records_it(tmp_path):
         train_head(tmp_path / "data", tmp_path / "frozen", **options)  # the cache is the tuned one
 
 
-def test_the_cli_prints_our_warnings_on_one_line(capsys):
+def test_the_cli_prints_our_warnings_on_one_line():
     from automedseg import cli
 
-    with warnings.catch_warnings():
-        warnings.showwarning = cli._show_warning
-        warnings.simplefilter("always")
-        warnings.warn("the head prompter was trained on …", AutomedsegWarning, stacklevel=1)
-    assert capsys.readouterr().err == "automedseg: warning: the head prompter was trained on …\n"
+    ours = cli._format_warning("the head was trained on …", AutomedsegWarning, "x.py", 3)
+    assert ours == "automedseg: warning: the head was trained on …\n"
+    theirs = cli._format_warning("old", FutureWarning, "x.py", 3, line="")
+    assert theirs == warnings.formatwarning("old", FutureWarning, "x.py", 3, line="")

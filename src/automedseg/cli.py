@@ -11,15 +11,14 @@ from automedseg.api import MODALITIES
 from automedseg.errors import AutomedsegError, AutomedsegWarning
 
 EXIT_BAD_INPUT = 2
-_SHOW_WARNING = warnings.showwarning
+_FORMAT_WARNING = warnings.formatwarning
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _format_warning(message, category, filename, lineno, line=None) -> str:
     """Our own warnings on one line, like errors; other libraries' as Python shows them."""
     if issubclass(category, AutomedsegWarning):
-        print(f"automedseg: warning: {message}", file=sys.stderr)
-    else:
-        _SHOW_WARNING(message, category, filename, lineno, file, line)
+        return f"automedseg: warning: {message}\n"
+    return _FORMAT_WARNING(message, category, filename, lineno, line)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,7 +329,7 @@ def _label_choice(args: argparse.Namespace):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.showwarning = _show_warning
+    warnings.formatwarning = _format_warning
     try:
         if args.command == "segment":
             return _segment(args)
