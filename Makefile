@@ -46,7 +46,8 @@ nnunet-setup: setup
 # runs/compare_hippocampus.md.
 RECORDS := benchmarks/records
 RECORD_RUNS := eval_polyp_val_head5 eval_polyp_val_head eval_polyp_val_int8 eval_polyp_val_nnunet \
-	eval_hippocampus40_val eval_hippocampus40_val_decoder eval_hippocampus_val_nnunet
+	eval_hippocampus40_val eval_hippocampus40_val_decoder eval_hippocampus40_val_adapter \
+	eval_hippocampus40_val_adapter_head eval_hippocampus_val_nnunet
 
 compare: setup
 	$(BIN)/python benchmarks/compare.py \
@@ -62,6 +63,8 @@ compare: setup
 		--title "MSD hippocampus (MRI 3D), validation split of the first 40 cases (8 volumes)" \
 		--eval "automedseg: hippocampus head + LiteMedSAM, propagated (PyTorch)=$(RECORDS)/eval_hippocampus40_val" \
 		--eval "automedseg: same, decoder tuned on the training split (PyTorch)=$(RECORDS)/eval_hippocampus40_val_decoder" \
+		--eval "automedseg: adapters tuned on the training split, head trained on their embedding (PyTorch; shipped)=$(RECORDS)/eval_hippocampus40_val_adapter_head" \
+		--oracle "automedseg: adapters tuned on the training split, head trained on their embedding (PyTorch; shipped)=$(RECORDS)/eval_hippocampus40_val_adapter" \
 		--eval "nnU-Net v2 3d_fullres (budget)=$(RECORDS)/eval_hippocampus_val_nnunet" \
 		--timing "nnU-Net v2 3d_fullres (budget)=$(RECORDS)/nnunet/timing_502.json" \
 		--budget "nnU-Net v2 3d_fullres (budget)=$(RECORDS)/nnunet/budget_502.json" \

@@ -19,9 +19,11 @@ def test_task_delta_is_found_beside_the_prompter_card(tmp_path, monkeypatch):
     assert prompt.task_segmenter_weights(None) is None
 
 
-def test_the_shipped_hippocampus_delta_is_for_the_packaged_weights():
+def test_the_shipped_hippocampus_delta_is_for_the_packaged_weights_and_its_head():
     card = read_card(prompt.task_segmenter_weights("hippocampus"))
-    assert card["kind"] == "segmenter_delta" and card["method"] == "decoder"
+    assert card["kind"] == "segmenter_delta" and card["method"] == "adapter"
     assert card["base"]["sha256"] == PACKAGED_WEIGHTS_SHA256
     assert card["val_metrics"]["oracle_dice_tuned"] > card["val_metrics"]["oracle_dice_frozen"]
+    # the adapters change the embedding: the task's head was trained on theirs
+    assert prompt.embedding_mismatch(read_card(prompt.task_card("hippocampus")), card) is None
     assert prompt.task_segmenter_weights("polyp") is None  # tuning did not help there
