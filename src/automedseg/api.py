@@ -133,7 +133,7 @@ def segment_files(
         raise AutomedsegError(f"unknown segmenter {segmenter!r}; choose litemedsam or medsam2")
     predictor, name = None, None
     if sam2_model is None or getattr(finder, "uses_embedding", False):
-        delta = Path(segmenter_weights) if segmenter_weights else task_segmenter_weights(task)
+        delta = task_segmenter_weights(task, segmenter_weights)
         model = load_litemedsam(None if weights is None else Path(weights), delta=delta)
         predictor = LiteMedSAMPredictor(model)
         if not boxes:

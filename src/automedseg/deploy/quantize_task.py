@@ -92,7 +92,7 @@ def quantize_task(
     from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
 
     torch.set_num_threads(threads)
-    segmenter_weights = segmenter_weights or task_segmenter_weights(task)
+    segmenter_weights = task_segmenter_weights(task, segmenter_weights)
     card_path = task_card(task) if task else Path(prompter_card or "")
     card = read_card(card_path)
     if card.get("kind") != "head":

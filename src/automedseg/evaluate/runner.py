@@ -299,7 +299,7 @@ def _load_models(modes, weights, task, prompter, runtime, models, delta=None) ->
     model_set = Path(models) if models is not None else task_model_set(task)
     runtime = choose_runtime(runtime or ("torch" if weights or delta else None), model_set)
     if runtime == "torch":
-        delta = Path(delta) if delta is not None else task_segmenter_weights(task)
+        delta = task_segmenter_weights(task, delta)
         weights_path = Path(weights) if weights else packaged_weights_path()
         model = load_litemedsam(None if weights is None else weights_path, delta=delta)
         check_embedding(card_path, delta)

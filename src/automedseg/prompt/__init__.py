@@ -31,10 +31,12 @@ def task_card(task: str) -> Path:
     return tasks[task]
 
 
-def task_segmenter_weights(task: str | None) -> Path | None:
-    """A shipped task's tuned-segmenter delta (``segmenter.json`` beside its prompter card),
-    used with the PyTorch runtime unless other ``--segmenter-weights`` are given; None when
-    the task has none (or no task is named)."""
+def task_segmenter_weights(task: str | None, given: str | Path | None = None) -> Path | None:
+    """The tuned-segmenter delta in use: ``given`` (``--segmenter-weights``) if any, else a
+    shipped task's own (``segmenter.json`` beside its prompter card), used with the PyTorch
+    runtime; None when neither exists (or no task is named)."""
+    if given:
+        return Path(given)
     if task is None:
         return None
     path = task_card(task).parent / "segmenter.json"

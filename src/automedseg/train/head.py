@@ -202,14 +202,13 @@ def train_head(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = TrainLog(out / "train.log")
-    delta = None
+    delta = None  # what the card records of the tuned delta the head reads through
     if segmenter_weights is not None:
+        segmenter_weights = Path(segmenter_weights)
         delta_card = read_card(segmenter_weights)
         delta = {k: delta_card.get(k) for k in ("sha256", "method", "changes_image_embedding")}
         delta["card"] = str(segmenter_weights)
-    predictor = predictor or LiteMedSAMPredictor(
-        load_litemedsam(delta=None if delta is None else Path(segmenter_weights))
-    )
+    predictor = predictor or LiteMedSAMPredictor(load_litemedsam(delta=segmenter_weights))
     split = cached_split(
         data, out, cache, predictor, val_fraction=val_fraction, seed=seed, channel=channel,
         choice=label_choice, limit=limit, empty_fraction=empty_fraction, progress=progress,

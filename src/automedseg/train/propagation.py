@@ -63,7 +63,7 @@ def label_dice(predicted: np.ndarray, truth: np.ndarray, labels: Iterable[int]) 
     """Dice of each label present in ``truth`` (labels absent from it are not scored)."""
     from automedseg.evaluate.metrics import dice
 
-    return [dice(predicted == v, truth == v) for v in labels if (truth == v).any()]
+    return [dice(predicted == v, wanted) for v in labels if (wanted := truth == v).any()]
 
 
 def key_of(settings: dict) -> str:
