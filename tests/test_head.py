@@ -165,3 +165,38 @@ def test_every_shipped_task_loads_with_its_checked_weights():
         prompter = load_prompter(task=name)
         assert read_card(task_card(name))["task"] == name
         assert all(prompter.labels.values()) and 0 < prompter.score_threshold < 1
+
+
+def test_augmented_copies_keep_masks_on_their_objects_and_repeat_exactly():
+    from automedseg.train.data import Plane, augmented
+    from automedseg.train.embeddings import plane_key
+
+    labels = np.zeros((40, 60), np.uint8)
+    labels[5:15, 10:30] = 1
+    image = np.repeat(labels[..., None].astype(np.float32), 3, axis=-1)  # the object is bright
+    plane = Plane("case 1", None, image, labels)
+    copies = [augmented(plane, n) for n in (1, 2, 3)]
+    for copy in copies:
+        assert copy.image.shape[:2] == copy.labels.shape and copy.image.dtype == np.float32
+        assert np.array_equal(copy.image[..., 0] > 0, copy.labels == 1)
+        assert 0.0 <= copy.image.min() and copy.image.max() <= 1.0
+    assert any(not np.array_equal(c.labels, labels) for c in copies)
+    again = augmented(plane, 2)
+    assert np.array_equal(again.image, copies[1].image) and again.copy == 2
+    assert plane_key(again) == "case_1__aug2" and plane_key(plane) == "case_1"
+    gray = augmented(Plane("g", 3, labels.astype(np.float32), labels), 1)
+    assert gray.image.ndim == 2 and plane_key(gray) == "g__0003__aug1"
+
+
+def test_train_head_with_augmented_copies_caches_and_records_them(tmp_path, predictor):
+    from automedseg.train.head import train_head
+
+    write_disks(tmp_path / "data")
+    out = tmp_path / "head"
+    card = train_head(tmp_path / "data", out, epochs=1, batch_size=4, val_fraction=0.25,
+                      progress=False, predictor=predictor, augment_copies=2)  # fmt: skip
+    info = json.loads(card.read_text())
+    assert info["training"]["augment_copies"] == 2 and info["training"]["train_planes"] == 18
+    assert len(list((out / "cache").glob("*__aug2.npz"))) == 6
+    with pytest.raises(InputError, match="negative"):
+        train_head(tmp_path / "data", out, augment_copies=-1, progress=False, predictor=predictor)

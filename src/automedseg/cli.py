@@ -213,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="--kind head: train on the image embedding of LiteMedSAM with this tuned delta "
         "(an adapter delta changes the embedding the head reads)",
     )
+    tp.add_argument(
+        "--augment-copies", type=int, default=0, metavar="N",
+        help="--kind head: also train on N augmented copies of every training image (rotated, "
+        "mirrored, cropped, gamma and colour changed), each encoded once into the cache",
+    )  # fmt: skip
     tp.add_argument("--task", help="task name recorded in the card")
     tp.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     tp.add_argument("--limit", type=int, help="use only the first N cases (head only)")
@@ -462,10 +467,13 @@ def _train_prompter(args: argparse.Namespace) -> int:
             cache=args.cache, resume=args.resume, channel=args.channel, task=args.task,
             seed=args.seed, label_choice=_label_choice(args), limit=args.limit,
             progress=progress, segmenter_weights=args.segmenter_weights,
+            augment_copies=args.augment_copies,
         )  # fmt: skip
     else:
-        if args.segmenter_weights:
-            raise AutomedsegError("--segmenter-weights applies to --kind head only")
+        if args.segmenter_weights or args.augment_copies:
+            raise AutomedsegError(
+                "--segmenter-weights and --augment-copies apply to --kind head only"
+            )
         from automedseg.train.yolonas import train_yolonas
 
         card = train_yolonas(

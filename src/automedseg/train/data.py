@@ -7,6 +7,7 @@ foreground plus, when asked, a share of empty slices (so a prompter learns to fi
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,6 +27,32 @@ class Plane:
     """(H, W) or (H, W, 3) float32 in [0, 1]."""
     labels: np.ndarray
     """(H, W) integer label plane."""
+    copy: int = 0
+    """0 for the plane as read; N ≥ 1 for its N-th augmented copy (``augmented``)."""
+
+
+def augmented(plane: Plane, copy: int) -> Plane:
+    """The ``copy``-th (1, 2, …) augmented copy of a plane, transformed in image space: rotated
+    by a multiple of 90°, mirrored left-right (probability 1/2), cropped to 70–100 % of each
+    side, then gamma 0.7–1.4 and a gain of 0.9–1.1 per colour channel. Seeded by the case, the
+    plane and ``copy``, so the same copy comes out on every run."""
+    where = "" if plane.index is None else f"{plane.index}|"
+    rng = np.random.default_rng(zlib.crc32(f"{plane.case_id}|{where}{copy}".encode()))
+    image, labels = plane.image, plane.labels
+    turns = int(rng.integers(4))
+    image, labels = np.rot90(image, turns, (0, 1)), np.rot90(labels, turns, (0, 1))
+    if rng.random() < 0.5:
+        image, labels = image[:, ::-1], labels[:, ::-1]
+    h, w = labels.shape
+    keep = rng.uniform(0.7, 1.0)
+    ch, cw = int(h * keep), int(w * keep)
+    y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+    image, labels = image[y : y + ch, x : x + cw], labels[y : y + ch, x : x + cw]
+    gamma, gain = rng.uniform(0.7, 1.4), rng.uniform(0.9, 1.1, 3)
+    gain = gain if image.ndim == 3 and image.shape[-1] == 3 else gain[0]
+    image = np.clip(image**gamma * gain, 0, 1).astype(np.float32)
+    return Plane(plane.case_id, plane.index, np.ascontiguousarray(image),
+                 np.ascontiguousarray(labels), copy)  # fmt: skip
 
 
 def split_cases(

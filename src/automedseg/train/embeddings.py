@@ -40,7 +40,8 @@ class CachedPlane:
 
 def plane_key(plane: Plane) -> str:
     safe = re.sub(r"[^\w.-]", "_", plane.case_id)
-    return safe if plane.index is None else f"{safe}__{plane.index:04d}"
+    key = safe if plane.index is None else f"{safe}__{plane.index:04d}"
+    return key if plane.copy == 0 else f"{key}__aug{plane.copy}"
 
 
 def padded_target(labels: np.ndarray) -> np.ndarray:
@@ -193,12 +194,15 @@ def cached_split(
     data: str | Path, out: Path, cache: str | Path | None, predictor: LiteMedSAMPredictor, *,
     val_fraction: float, seed: int, channel: int, choice, limit: int | None,
     empty_fraction: float, progress: bool, log, delta_sha256: str | None = None,
+    augment_copies: int = 0,
 ) -> CachedSplit:  # fmt: skip
     """Split the usable cases (the first ``limit``), write OUT/train_cases.txt and
     val_cases.txt, and cache every plane's embedding in ``cache`` (default OUT/cache).
-    ``delta_sha256`` names the adapter delta in ``predictor``'s encoder, if any."""
+    ``delta_sha256`` names the adapter delta in ``predictor``'s encoder, if any. With
+    ``augment_copies`` N, N augmented copies of every training plane (``train.data.augmented``)
+    are cached and trained on too."""
     from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256
-    from automedseg.train.data import iter_planes
+    from automedseg.train.data import augmented, iter_planes
 
     split = split_data(data, out, val_fraction=val_fraction, seed=seed, limit=limit)
     dataset, train_ids, val_ids = split.dataset, split.train_ids, split.val_ids
@@ -209,13 +213,17 @@ def cached_split(
          "data": str(Path(data).resolve()), "channel": channel, **choice.as_dict()},
     )  # fmt: skip
     log(f"caching embeddings of {len(train_ids)} train + {len(val_ids)} val cases in {cache_dir}")
-    planes = [
-        cache_planes(
-            iter_planes(dataset, ids, channel, empty_fraction, seed + i, choice),
-            predictor,
-            cache_dir,
-            progress=progress,
-        )  # fmt: skip
+
+    def planes(ids: list[str], offset: int):
+        return iter_planes(dataset, ids, channel, empty_fraction, seed + offset, choice)
+
+    train, val = (
+        cache_planes(planes(ids, i), predictor, cache_dir, progress=progress)
         for i, ids in enumerate((train_ids, val_ids))
-    ]
-    return CachedSplit(dataset, train_ids, val_ids, *planes)
+    )
+    if augment_copies > 0:
+        log(f"caching {augment_copies} augmented copies of the {len(train)} training planes")
+        numbers = range(1, augment_copies + 1)
+        copies = (augmented(p, n) for p in planes(train_ids, 0) for n in numbers)
+        train += cache_planes(copies, predictor, cache_dir, len(train) * augment_copies, progress)
+    return CachedSplit(dataset, train_ids, val_ids, train, val)

@@ -181,6 +181,7 @@ def train_head(
     progress: bool = True,
     predictor=None,
     segmenter_weights: str | Path | None = None,
+    augment_copies: int = 0,
 ) -> Path:
     """Train a head prompter on a data set; returns the path of its card (JSON).
 
@@ -189,7 +190,9 @@ def train_head(
     ``adapter`` delta changes the embedding, so a head meant to run with it is trained on
     it; the card records the delta). Embeddings are cached in ``cache`` (default
     ``out/cache``); with ``resume`` training continues from ``out/last.pt``. ``limit`` uses
-    only the first N usable cases (sorted by id) for a quicker run.
+    only the first N usable cases (sorted by id) for a quicker run. ``augment_copies`` N adds
+    N augmented copies of every training plane (``train.data.augmented``), each embedded once
+    into the cache: N + 1 times the training planes, and N times the images to encode again.
     """
     from automedseg.segment.litemedsam import (
         PACKAGED_WEIGHTS_SHA256,
@@ -197,6 +200,8 @@ def train_head(
         load_litemedsam,
     )
 
+    if augment_copies < 0:
+        raise InputError(f"the number of augmented copies cannot be negative ({augment_copies})")
     started = time.perf_counter()
     label_choice = label_choice or LabelChoice()
     out = Path(out)
@@ -213,6 +218,7 @@ def train_head(
         data, out, cache, predictor, val_fraction=val_fraction, seed=seed, channel=channel,
         choice=label_choice, limit=limit, empty_fraction=empty_fraction, progress=progress,
         log=log, delta_sha256=None if delta is None else delta["sha256"],
+        augment_copies=augment_copies,
     )  # fmt: skip
     train, val = split.train, split.val
     labels = sorted(set().union(*(e.labels_present for e in train)))
@@ -289,6 +295,7 @@ def train_head(
             "torch_threads": torch.get_num_threads(),
             "bfloat16_forward": bf16_supported(),
             "augmentation": "embedding flips (left-right, up-down) and shifts up to 4",
+            "augment_copies": augment_copies,
         },
         "val_metrics": {"loss": round(best_loss, 4), **{k: round(v, 4) for k, v in scores.items()}},
     }
