@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from automedseg.checkpoints import read_card
 from automedseg.evaluate.datasets import find_cases
+from automedseg.evaluate.metrics import dice
 from automedseg.prompt.components import boxes_from_probabilities
 from automedseg.prompt.head import load_head_prompter
 from automedseg.segment.adapter import AdapterConfig
@@ -97,11 +98,6 @@ def flipped(tokens, targets, valid, axes: list[int]):
     return grid.reshape(len(tokens), TOKENS, -1), targets, valid
 
 
-def dice(mask: np.ndarray, truth: np.ndarray) -> float:
-    total = mask.sum() + truth.sum()
-    return 1.0 if total == 0 else float(2 * (mask & truth).sum() / total)
-
-
 def mask_of(model, embedding: torch.Tensor, boxes: np.ndarray, valid: tuple[int, int]):
     """The union of the decoder's masks for ``boxes`` (256-pixel space) on one embedding."""
     h, w = valid
@@ -114,7 +110,8 @@ def mask_of(model, embedding: torch.Tensor, boxes: np.ndarray, valid: tuple[int,
 @torch.no_grad()
 def score(model, head, val) -> dict:
     """Validation: head loss, oracle Dice and automatic Dice per score threshold (model space)."""
-    model.eval(), head.eval()
+    model.eval()
+    head.eval()
     tokens, targets, valid, sizes = val
     encoder = model.image_encoder
     embeddings = torch.cat([embed(encoder, tokens[i : i + 8]) for i in range(0, len(tokens), 8)])
@@ -134,7 +131,8 @@ def score(model, head, val) -> dict:
                 keep[int(np.argmax(found.scores))] = True
             boxes = found.xyxy[keep] * 256 / max(original)
             auto[threshold].append(dice(mask_of(model, embedding, boxes, size), truth))
-    model.train(), head.train()
+    model.train()
+    head.train()
     return {
         "head_loss": round(loss, 4),
         "oracle_dice": round(float(np.mean(oracle)), 4),
