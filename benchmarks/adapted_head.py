@@ -29,14 +29,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from automedseg.checkpoints import read_card
-from automedseg.evaluate.datasets import find_cases
+from automedseg.data.datasets import find_cases
+from automedseg.data.planes import iter_planes, split_cases
 from automedseg.evaluate.metrics import dice
 from automedseg.prompt.components import boxes_from_probabilities
 from automedseg.prompt.head import load_head_prompter
 from automedseg.segment.adapter import AdapterConfig
 from automedseg.segment.delta import trainable
 from automedseg.segment.litemedsam import load_litemedsam, preprocess
-from automedseg.train.data import iter_planes, split_cases
 from automedseg.train.embeddings import padded_target
 from automedseg.train.head import head_loss, learning_rate_at
 from automedseg.train.segmenter import components, jittered, segmentation_loss

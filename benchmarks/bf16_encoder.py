@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from automedseg import io
-from automedseg.segment.intensity import to_unit_range
+from automedseg.intensity import to_unit_range
 from automedseg.segment.litemedsam import load_litemedsam, preprocess
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "kvasir_seg" / "images"

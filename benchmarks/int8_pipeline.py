@@ -28,17 +28,10 @@ import numpy as np
 import torch
 
 from automedseg import io
-from automedseg.checkpoints import read_card
-from automedseg.deploy.model_set import load_model_set
-from automedseg.evaluate.datasets import find_cases
+from automedseg.data.datasets import find_cases
+from automedseg.intensity import to_unit_range
 from automedseg.pipeline import segment_plane
-from automedseg.prompt import load_prompter, task_card
-from automedseg.segment.intensity import to_unit_range
-from automedseg.segment.litemedsam import (
-    LiteMedSAMPredictor,
-    load_litemedsam,
-    packaged_weights_path,
-)
+from automedseg.tasks import load_models
 
 STAGES = ("encoder", "prompter", "decoder")
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent across exec.
@@ -57,7 +50,7 @@ def peak_rss(image: Path, task: str, runtime: str, models: Path, threads: int) -
         args = ["segment", str(image), "--out", out, "--task", task, "--runtime", runtime,
                 "--no-progress"]  # fmt: skip
         if runtime != "torch":
-            args += ["--models", str(models)]
+            args += ["--model-set", str(models)]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         done = subprocess.run(
             [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, env=env
@@ -72,14 +65,13 @@ def peak_rss(image: Path, task: str, runtime: str, models: Path, threads: int) -
 
 def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    card = read_card(task_card(args.task))
-    runtimes = {"torch": (LiteMedSAMPredictor(load_litemedsam()), load_prompter(args.task))}
-    sizes = {"torch": packaged_weights_path().stat().st_size / 1e6}
-    sizes["torch"] += (Path(card["_path"]).parent / card["weights_file"]).stat().st_size / 1e6
-    for name in ("onnx", "int8"):
-        model_set = load_model_set(args.models, name, card["sha256"], args.threads)
-        runtimes[name] = (model_set.predictor, model_set.prompter)
-        sizes[name] = sum(p.stat().st_size for p in model_set.folder.glob("*.onnx")) / 1e6
+    runtimes, sizes = {}, {}
+    for name in ("torch", "onnx", "int8"):
+        models = load_models(
+            args.task, runtime=name, model_set=args.models, threads=args.threads
+        )
+        runtimes[name] = (models.segmenter, models.prompter)
+        sizes[name] = sum(models.sizes_mb.values())
     cases = find_cases(args.data, args.split).cases[: args.images]
     planes = [to_unit_range(io.read_image(c.images[0])) for c in cases]
     names = list(runtimes)

@@ -53,7 +53,7 @@ def prepare(args: argparse.Namespace) -> None:
     from PIL import Image
 
     from automedseg import io
-    from automedseg.evaluate.datasets import find_cases, load_case, read_split
+    from automedseg.data.datasets import find_cases, load_case, read_split
 
     work = Path(args.work)
     environment(work)

@@ -21,15 +21,15 @@ import torch
 from automedseg import io
 from automedseg.checkpoints import read_card
 from automedseg.deploy import export
-from automedseg.deploy.runtime import (
+from automedseg.intensity import to_unit_range
+from automedseg.pipeline import segment_image
+from automedseg.runtime.onnx import (
     OnnxLiteMedSAMPredictor,
     load_onnx_head_prompter,
     load_onnx_predictor,
 )
-from automedseg.pipeline import segment_image
-from automedseg.prompt import load_prompter, task_card
-from automedseg.segment.intensity import to_unit_range
-from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam, preprocess
+from automedseg.segment.litemedsam import LiteMedSAMPredictor, preprocess
+from automedseg.tasks import get_task, load_models
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "kvasir_seg" / "images"
 
@@ -60,12 +60,12 @@ def oracle_dice(
 
 def main(task: str, out: Path, images: list[Path], threads: int) -> None:
     torch.set_num_threads(threads)
-    card = read_card(task_card(task))
+    card = read_card(get_task(task).prompter)
     if card.get("kind") != "head":
         raise SystemExit(f"task {task!r} has a {card.get('kind')!r} prompter; only heads so far")
-    model = load_litemedsam()
-    prompter = load_prompter(task)
-    torch_predictor = LiteMedSAMPredictor(model)
+    models = load_models(task, runtime="torch")
+    prompter, torch_predictor = models.prompter, models.segmenter
+    model = torch_predictor.model
     planes = [to_unit_range(io.read_image(path)) for path in images]
 
     encoder_inputs, decoder_inputs, head_inputs = [], [], []

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from automedseg import io
 from automedseg.checkpoints import file_sha256, read_card
-from automedseg.prompt import MODELS_DIR
+from automedseg.tasks import MODELS_DIR
 
 
 def ship(card_path: Path, task: str, names: dict[str, str]) -> Path:

@@ -11,14 +11,14 @@ import pytest
 from PIL import Image as PILImage
 
 from automedseg import io
-from automedseg.errors import InputError
-from automedseg.evaluate.datasets import (
+from automedseg.data.datasets import (
     LabelChoice,
     class_names,
     find_cases,
     load_case,
     parse_label_values,
 )
+from automedseg.errors import InputError
 from automedseg.types import Geometry
 from conftest import EXAMPLES  # noqa: I001
 

@@ -168,7 +168,7 @@ def test_every_shipped_task_loads_with_its_checked_weights():
 
 
 def test_augmented_copies_keep_masks_on_their_objects_and_repeat_exactly():
-    from automedseg.train.data import Plane, augmented
+    from automedseg.data.planes import Plane, augmented
     from automedseg.train.embeddings import plane_key
 
     labels = np.zeros((40, 60), np.uint8)

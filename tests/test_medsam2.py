@@ -19,6 +19,7 @@ sam2 = pytest.importorskip("sam2")
 from automedseg import io  # noqa: E402
 from automedseg.cli import main  # noqa: E402
 from automedseg.errors import WeightsError  # noqa: E402
+from automedseg.pipeline import sam2 as sam2_pipeline  # noqa: E402
 from automedseg.segment import medsam2  # noqa: E402
 from automedseg.types import Boxes, Geometry  # noqa: E402
 
@@ -291,7 +292,7 @@ def test_seeds_link_boxes_across_prompted_planes_and_seed_at_the_best():
         2: [(a_moved, 1, 0.9), (far, 1, 0.7)],
         4: [(a, 1, 0.8), (far, 2, 0.95)],  # another label: another object
     })  # fmt: skip
-    seeds, seed_frames = medsam2.find_seeds(indexed_frames(6), finder, stride=2)
+    seeds, seed_frames = sam2_pipeline.find_seeds(indexed_frames(6), finder, stride=2)
     assert [z for z, _ in finder.seen] == [0, 2, 4]
     assert sorted(seeds) == [2, 4] and seed_frames == [2, 2, 4]
     np.testing.assert_array_equal(seeds[2].xyxy, [a_moved, far])
@@ -310,6 +311,6 @@ def test_seeds_from_an_embedding_prompter_encode_only_the_prompted_planes():
 
     embedder = Embedder()
     finder = PlaneFinder({3: [([1, 1, 5, 5], 1, 0.9)]}, uses_embedding=True)
-    seeds, _ = medsam2.find_seeds(indexed_frames(7), finder, embedder, stride=3)
+    seeds, _ = sam2_pipeline.find_seeds(indexed_frames(7), finder, embedder, stride=3)
     assert embedder.encoded == [0, 3, 6]
     assert finder.seen[1] == (3, "embedding of 3") and list(seeds) == [3]

@@ -14,8 +14,8 @@ import torch
 from automedseg import io
 from automedseg.deploy import export, runtime, transforms
 from automedseg.errors import WeightsError
+from automedseg.intensity import to_unit_range
 from automedseg.prompt.head import EmbeddingHead, HeadPrompter
-from automedseg.segment.intensity import to_unit_range
 from automedseg.segment.litemedsam import LiteMedSAMPredictor, postprocess, preprocess
 from conftest import EXAMPLES  # noqa: I001
 
@@ -63,7 +63,7 @@ def test_numpy_preprocess_and_postprocess_match_torch(shape):
 
 def test_the_runtime_imports_no_torch():
     code = (
-        "import sys, automedseg.deploy.runtime, automedseg.pipeline; "
+        "import sys, automedseg.runtime.onnx, automedseg.pipeline; "
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from automedseg.errors import PromptError
-from automedseg.pipeline import FixedBoxes, check_boxes, segment_image, segment_plane
-from automedseg.prompt.oracle import oracle_boxes
-from automedseg.types import Boxes, Image
+from automedseg.pipeline import segment_image, segment_plane
+from automedseg.prompt.oracle import FixedBoxes, oracle_boxes
+from automedseg.types import Boxes, Image, check_boxes
 
 
 class BoxFiller:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from automedseg.propagate import Propagation, grow, mask_box
+from automedseg.pipeline.propagate import Propagation, grow, mask_box
 from automedseg.types import Boxes
 
 

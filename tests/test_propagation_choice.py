@@ -10,8 +10,8 @@ from tests.test_propagate import ThresholdSegmenter
 
 from automedseg.cli import main
 from automedseg.errors import WeightsError
+from automedseg.pipeline.propagate import settings_of
 from automedseg.prompt.base import card_propagation
-from automedseg.propagate import settings_of
 from automedseg.train.propagation import ReusedEncodings, choose_propagation, label_dice
 from automedseg.types import Boxes
 

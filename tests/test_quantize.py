@@ -16,11 +16,11 @@ from automedseg import io
 from automedseg.deploy import export, runtime
 from automedseg.deploy.calibration import MIN_PLANES, calibration_planes
 from automedseg.deploy.fidelity import Runtime, label_dice, measure, reference_outputs
-from automedseg.deploy.model_set import REPORT, choose_runtime, load_model_set
 from automedseg.deploy.quantize import Recipe, quantize_model
 from automedseg.errors import AutomedsegError, InputError, WeightsError
-from automedseg.pipeline import FixedBoxes
 from automedseg.prompt.head import EmbeddingHead, HeadPrompter
+from automedseg.prompt.oracle import FixedBoxes
+from automedseg.runtime.model_set import REPORT, choose_runtime, load_model_set
 from automedseg.types import Boxes
 from conftest import EXAMPLES  # noqa: I001
 
@@ -147,7 +147,7 @@ def test_shipped_int8_set_segments_without_torch_and_refuses_another_prompter(tm
     assert done.returncode == 0, done.stderr  # the default runtime is int8: no torch imported
     summary = json.loads((tmp_path / f"{image.stem}.json").read_text())
     assert summary["objects"] and io.read_image(tmp_path / f"{image.stem}_mask.png").array.any()
-    from automedseg.deploy.model_set import task_model_set
+    from automedseg.runtime.model_set import task_model_set
 
     folder = task_model_set("polyp")
     with pytest.raises(WeightsError, match="made from another prompter"):

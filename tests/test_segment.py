@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from automedseg.errors import InputError, WeightsError
+from automedseg.intensity import to_unit_range
 from automedseg.segment import intensity
-from automedseg.segment.intensity import to_unit_range
 from automedseg.segment.litemedsam import (
     LiteMedSAMPredictor,
     build_litemedsam,

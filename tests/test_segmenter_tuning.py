@@ -9,7 +9,13 @@ import torch
 
 from automedseg.errors import InputError, WeightsError
 from automedseg.segment.adapter import AdapterConfig, insert_adapters
-from automedseg.segment.delta import apply_delta, save_delta, trainable, trained_state
+from automedseg.segment.delta import (
+    apply_delta,
+    save_delta,
+    trainable,
+    trained_state,
+    tuned_litemedsam,
+)
 from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256, load_litemedsam
 from test_head import write_disks  # noqa: I001
 
@@ -33,7 +39,7 @@ def test_decoder_tuning_saves_a_delta_that_loads_resumes_and_checks_its_base(tmp
         "jittered_box_dice_tuned", "selected_on",
     }  # fmt: skip
 
-    loaded = load_litemedsam(delta=card)
+    loaded = tuned_litemedsam(card)
     tuned = loaded.mask_decoder.state_dict()
     if info["val_metrics"]["oracle_dice_tuned"] > info["val_metrics"]["oracle_dice_frozen"]:
         assert any(not torch.equal(tuned[k], before[k]) for k in before)
@@ -63,11 +69,11 @@ def test_a_delta_with_tensors_that_do_not_fit_is_refused(tmp_path):
             "base": {"sha256": PACKAGED_WEIGHTS_SHA256}}  # fmt: skip
     path = save_checkpoint(tmp_path / "bad.safetensors", state, card)
     with pytest.raises(WeightsError, match="has shape"):
-        load_litemedsam(delta=path)
+        tuned_litemedsam(path)
     state = {"mask_decoder.iou_token.weight": torch.zeros(1, 256)}
     path = save_checkpoint(tmp_path / "part.safetensors", state, card)
     with pytest.raises(WeightsError, match="lacks mask_decoder"):
-        load_litemedsam(delta=path)
+        tuned_litemedsam(path)
 
 
 def test_adapters_start_as_the_frozen_model_and_their_delta_loads_on_its_base_only(tmp_path):
@@ -95,7 +101,7 @@ def test_adapters_start_as_the_frozen_model_and_their_delta_loads_on_its_base_on
     assert info["adapter"] == AdapterConfig().as_dict() and info["changes_image_embedding"]
     assert info["parameters"] == trained and info["share_of_segmenter"] <= 0.05
 
-    loaded = load_litemedsam(delta=card)
+    loaded = tuned_litemedsam(card)
     with torch.inference_mode():
         assert torch.allclose(loaded.image_encoder(image), adapted, atol=1e-6)
     with pytest.raises(WeightsError, match="other LiteMedSAM weights"):
@@ -103,11 +109,11 @@ def test_adapters_start_as_the_frozen_model_and_their_delta_loads_on_its_base_on
     info["adapter"]["ratio"] = 0.5  # the card now promises wider adapters than the tensors
     card.write_text(json.dumps(info))
     with pytest.raises(WeightsError, match="has shape"):
-        load_litemedsam(delta=card)
+        tuned_litemedsam(card)
     info["adapter"] = {"ratio": 0.25, "stages": [3]}  # fewer blocks than the tensors
     card.write_text(json.dumps(info))
     with pytest.raises(WeightsError, match="which LiteMedSAM does not have"):
-        load_litemedsam(delta=card)
+        tuned_litemedsam(card)
     with pytest.raises(ValueError, match="no transformer blocks"):
         insert_adapters(load_litemedsam().image_encoder, AdapterConfig(stages=(0,)))
 
@@ -132,7 +138,7 @@ def test_adapter_tuning_trains_saves_the_best_epoch_and_resumes(tmp_path):
     moved = {k: v for k, v in last["trained"].items() if k.endswith("up.weight")}
     assert moved and all(v.abs().max() > 0 for v in moved.values())  # one step moved them
     image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
-    loaded = load_litemedsam(delta=card)
+    loaded = tuned_litemedsam(card)
     with torch.inference_mode():
         tuned = loaded.image_encoder(image)
         assert torch.equal(tuned, model.image_encoder(image))  # the best epoch's adapters

@@ -11,8 +11,8 @@ import torch
 from PIL import Image as PILImage
 
 from automedseg.checkpoints import save_checkpoint
+from automedseg.data.datasets import LabelChoice
 from automedseg.errors import InputError, WeightsError
-from automedseg.evaluate.datasets import LabelChoice
 from automedseg.prompt.yolonas import (
     YoloNasPrompter,
     build_yolonas,

@@ -10,11 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from automedseg import io
 from automedseg.errors import AutomedsegError, AutomedsegWarning, InputError, PromptError
 from automedseg.io.overlay import blend_labels, to_display_rgb
 from automedseg.measure import measure_objects
+from automedseg.pipeline import segment_image
+from automedseg.prompt.oracle import FixedBoxes
+from automedseg.tasks import Models, load_models
 from automedseg.types import Boxes, Image, Result
 
 MODALITIES = ("CT", "MR", "XR", "US", "RGB", "OT")
@@ -57,8 +61,9 @@ def segment_files(
     checkpoint: str | Path | None = None,
     image_size: int = 512,
     runtime: str | None = None,
-    models: str | Path | None = None,
+    model_set: str | Path | None = None,
     segmenter_weights: str | Path | None = None,
+    models: Models | None = None,
 ) -> list[CaseOutcome]:
     """Segment each input and write mask, overlay and JSON into ``out``.
 
@@ -68,107 +73,30 @@ def segment_files(
     ``propagate=False`` every slice is prompted on its own). A bad input is reported
     (``on_error``) and skipped; nothing half-written is left for it.
 
-    ``segmenter="medsam2"`` segments with SAM2.1-tiny (the ``sam2`` package) loaded from
-    ``checkpoint`` (e.g. MedSAM2's) at ``image_size`` 512 or 1024: the prompts seed each object
-    on one slice or frame and SAM2's memory propagates it (a 2D image is a one-frame video);
-    LiteMedSAM (``weights``) then only serves a prompter that reads its embedding.
-
-    ``runtime`` "onnx" or "int8" runs LiteMedSAM and a head prompter on ONNX Runtime, without
-    torch, from the model set ``models`` (written by ``automedseg quantize``) or the one the
-    ``task`` ships; by default the fastest runtime whose recorded fidelity is within budget
-    (``deploy.model_set.choose_runtime``). ``segmenter_weights`` is the card of a fine-tuned
-    LiteMedSAM part (``automedseg train segmenter``), used on the torch runtime.
+    The models are assembled by ``tasks.load_models`` from ``task``/``prompter``, ``runtime``
+    (default: the task's fastest within its fidelity budget), ``model_set``, ``weights``,
+    ``segmenter_weights``, ``segmenter`` ("medsam2": SAM2.1-tiny from ``checkpoint`` at
+    ``image_size``, its memory propagating the prompts), or passed in ready as ``models``.
     """
     if modality is not None and modality not in MODALITIES:
         raise AutomedsegError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
-    from automedseg.deploy.model_set import choose_runtime, load_model_set, task_model_set
-    from automedseg.pipeline import FixedBoxes
-
     if boxes and (task or prompter):
         raise PromptError("give either --box or --task/--prompter, not both")
-    if not boxes and not (task or prompter):
+    if not boxes and not (task or prompter or (models and models.prompter)):
         raise PromptError(
             "no prompts: pass --task NAME (automatic; see `automedseg tasks`), "
             "--prompter CARD.json, or --box X0 Y0 X1 Y1 for each object"
         )
-    model_set = Path(models) if models is not None else task_model_set(task)
-    custom = segmenter != "litemedsam" or weights is not None or segmenter_weights is not None
-    if custom:
-        runtime = runtime or "torch"
-    runtime = choose_runtime(runtime, model_set)
-    if runtime != "torch":
-        if custom:
-            raise AutomedsegError(
-                f"--runtime {runtime} runs the exported LiteMedSAM: it does not take "
-                "--segmenter medsam2, --weights or --segmenter-weights (use --runtime torch)"
-            )
-        sha = None if boxes else _prompter_sha256(task, prompter)
-        onnx_set = load_model_set(model_set, runtime, sha)
-        finder = onnx_set.prompter if not boxes else FixedBoxes(Boxes.from_list(list(boxes)))
-        return _segment_each(
-            inputs, out, finder, onnx_set.predictor, None, slice_index, boxes, modality,
-            window, propagate, progress, on_error, f"LiteMedSAM ({runtime}, ONNX Runtime)",
+    if not propagate and segmenter != "litemedsam":
+        raise AutomedsegError("--no-propagation applies to --segmenter litemedsam only")
+    if models is None:
+        models = load_models(
+            task, card=prompter, runtime=runtime, prompter=not boxes, weights=weights,
+            segmenter_weights=segmenter_weights, model_set=model_set, segmenter=segmenter,
+            checkpoint=checkpoint, image_size=image_size,
         )  # fmt: skip
-    from automedseg.prompt import check_embedding, load_prompter, task_card, task_segmenter_weights
-    from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
-
-    if boxes:
-        finder = FixedBoxes(Boxes.from_list(list(boxes)))
-    else:
-        finder = load_prompter(task=task, card=prompter)
-    sam2_model = None
-    if segmenter == "medsam2":
-        from automedseg.segment.medsam2 import build_sam2, import_sam2
-
-        import_sam2()  # a missing package first: one line saying how to install it
-        if checkpoint is None:
-            raise AutomedsegError(
-                "--segmenter medsam2 needs --checkpoint PATH (a MedSAM2 or SAM2.1-tiny "
-                "checkpoint; none is shipped)"
-            )
-        if not propagate:
-            raise AutomedsegError("--no-propagation applies to --segmenter litemedsam only")
-        sam2_model = build_sam2(image_size, Path(checkpoint))
-    elif segmenter != "litemedsam":
-        raise AutomedsegError(f"unknown segmenter {segmenter!r}; choose litemedsam or medsam2")
-    predictor, name = None, None
-    if sam2_model is None or getattr(finder, "uses_embedding", False):
-        delta = task_segmenter_weights(task, segmenter_weights)
-        model = load_litemedsam(None if weights is None else Path(weights), delta=delta)
-        predictor = LiteMedSAMPredictor(model)
-        if not boxes:
-            check_embedding(task_card(task) if task else Path(prompter), delta)
-        name = None if delta is None or sam2_model is not None else f"LiteMedSAM + delta {delta}"
-    return _segment_each(
-        inputs, out, finder, predictor, sam2_model, slice_index, boxes, modality, window,
-        propagate, progress, on_error, name,
-    )  # fmt: skip
-
-
-def _prompter_sha256(task: str | None, prompter: str | Path | None) -> str:
-    from automedseg.checkpoints import read_card
-    from automedseg.prompt import task_card
-
-    return str(read_card(task_card(task) if task else Path(prompter or "")).get("sha256"))
-
-
-def _segment_each(
-    inputs: Sequence[str | Path],
-    out: str | Path,
-    finder,
-    predictor,
-    sam2_model,
-    slice_index: int | None,
-    boxes,
-    modality: str | None,
-    window: tuple[float, float] | None,
-    propagate: bool,
-    progress: bool,
-    on_error: Callable[[AutomedsegError], None] | None,
-    segmenter_name: str | None = None,
-) -> list[CaseOutcome]:
-    from automedseg.pipeline import segment_image
-
+    finder = FixedBoxes(Boxes.from_list(list(boxes))) if boxes else models.prompter
+    names = None if boxes else models.labels
     out = Path(out)
     outcomes = []
     for path in _progress([Path(p) for p in inputs], enabled=progress):
@@ -183,35 +111,44 @@ def _segment_each(
             if z is None and boxes and image.spatial_dims == 3:
                 z = image.shape[0] // 2  # a user's boxes are drawn on one slice
             try:
-                if sam2_model is not None:
-                    from automedseg.segment.medsam2 import segment_image_sam2
-
-                    result = segment_image_sam2(
-                        image, finder, sam2_model, z, predictor, progress=progress
-                    )
-                else:
-                    result = segment_image(image, finder, predictor, z, propagate)
-                    if segmenter_name is not None:
-                        result.segmenter = segmenter_name
+                result = _segment_one(image, finder, models, z, propagate, progress)
             except AutomedsegError as error:
                 if error.path is None:  # name the file the problem belongs to
                     raise type(error)(str(error), path) from None
                 raise
-            names = getattr(finder, "labels", None)
             write_result(image, result, out, output_stem(path), outcome.outputs, names)
             outcome.empty = not result.label_map.any()
         except AutomedsegError as error:
-            for written in outcome.outputs:
-                written.unlink(missing_ok=True)
-            for folder in {w.parent for w in outcome.outputs} - {out}:
-                if folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()
-            outcome.outputs.clear()
+            _remove(outcome.outputs, out)
             outcome.error = error
             if on_error is not None:
                 on_error(error)
         outcomes.append(outcome)
     return outcomes
+
+
+def _segment_one(
+    image: Image, finder, models: Models, z: int | None, propagate: bool, progress: bool
+) -> Result:
+    if models.tracker is not None:
+        from automedseg.pipeline.sam2 import segment_image_sam2  # torch
+
+        return segment_image_sam2(
+            image, finder, models.tracker, z, models.segmenter, progress=progress
+        )
+    result = segment_image(image, finder, models.segmenter, z, propagate)
+    result.segmenter = models.segmenter_name
+    return result
+
+
+def _remove(written: list[Path], out: Path) -> None:
+    """Delete a failed case's files (and the folders made for them)."""
+    for path in written:
+        path.unlink(missing_ok=True)
+    for folder in {w.parent for w in written} - {out}:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    written.clear()
 
 
 def write_result(
@@ -235,7 +172,7 @@ def write_result(
         ]
         written.append(io.write_overlay_video(out / f"{stem}_overlay.mp4", np.stack(frames)))
         written.append(out / f"{stem}.json")
-        io.write_json(written[-1], describe(image, result))
+        io.write_json(written[-1], describe(image, result, label_names))
         return
     if image.spatial_dims == 2:
         written.append(out / f"{stem}_mask.png")
@@ -253,11 +190,13 @@ def write_result(
     written.append(out / f"{stem}_overlay.png")
     io.write_overlay_png(written[-1], image, result.label_map, z=result.slice_index)
     written.append(out / f"{stem}.json")
-    io.write_json(written[-1], describe(image, result))
+    io.write_json(written[-1], describe(image, result, label_names))
 
 
-def describe(image: Image, result: Result) -> dict:
-    """The JSON summary: input, geometry, the boxes found, and the size of each label."""
+def describe(image: Image, result: Result, label_names: dict[int, str] | None = None) -> dict:
+    """The JSON summary: input, geometry, the boxes found, and the name and size of each
+    label (``label_names``: value → name; unnamed labels are "label N")."""
+    names = label_names or {}
     dims = image.spatial_dims
     spacing = image.geometry.spacing(dims)
     voxel_mm3 = float(np.prod(spacing))
@@ -270,6 +209,7 @@ def describe(image: Image, result: Result) -> dict:
         {
             "box_xyxy": [round(float(v), 2) for v in xyxy],
             "label": int(label),
+            "label_name": names.get(int(label), f"label {int(label)}"),
             "score": round(float(score), 4),
             "slice_index": None if z is None else int(z),
             **sizes.get(number, {}),
@@ -283,7 +223,7 @@ def describe(image: Image, result: Result) -> dict:
         if value == 0:
             continue
         count = int((result.label_map == value).sum())
-        size = {"voxels": count}
+        size = {"name": names.get(int(value), f"label {int(value)}"), "voxels": count}
         if dims == 2:
             size["area_mm2"] = round(count * voxel_mm3, 3)
         else:
@@ -305,6 +245,4 @@ def describe(image: Image, result: Result) -> dict:
 def _progress(items: list[Path], enabled: bool):
     if not enabled or len(items) < 2:
         return items
-    from tqdm import tqdm
-
     return tqdm(items, desc="segment", unit="image", file=sys.stderr)

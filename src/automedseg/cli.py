@@ -6,9 +6,16 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
-from automedseg.api import MODALITIES
+from automedseg import __version__
+from automedseg.api import MODALITIES, segment_files
+from automedseg.data.datasets import LabelChoice, parse_label_values
 from automedseg.errors import AutomedsegError, AutomedsegWarning
+from automedseg.prompt import PROMPTER_KINDS
+from automedseg.runtime.model_set import RUNTIMES
+from automedseg.segment import SAM2_IMAGE_SIZES, TUNING_METHODS
+from automedseg.tasks import SEGMENTERS, shipped_tasks
 
 EXIT_BAD_INPUT = 2
 _FORMAT_WARNING = warnings.formatwarning
@@ -23,8 +30,11 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="automedseg", description="Segment medical images with SAM-family models on a CPU."
+        prog="automedseg",
+        description="Segment medical images with SAM-family models on a CPU. For research, "
+        "not a medical device.",
     )
+    parser.add_argument("--version", action="version", version=f"automedseg {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     seg = commands.add_parser(
         "segment",
@@ -70,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--weights", help="LiteMedSAM state_dict (default: the packaged weights)")
     seg.add_argument(
         "--segmenter",
-        choices=("litemedsam", "medsam2"),
-        default="litemedsam",
+        choices=SEGMENTERS,
+        default=SEGMENTERS[0],
         help="litemedsam (default): LiteMedSAM, boxes carried slice to slice; medsam2: "
         "SAM2.1-tiny (needs the sam2 package and --checkpoint), objects seeded once and "
         "propagated with SAM2's memory",
@@ -83,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--image-size",
         type=int,
-        choices=(512, 1024),
-        default=512,
+        choices=SAM2_IMAGE_SIZES,
+        default=SAM2_IMAGE_SIZES[0],
         help="medsam2 input size: 512 (MedSAM2, default) or 1024 (SAM2.1)",
     )
     seg.add_argument(
@@ -141,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_options(ev)
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    commands.add_parser("tasks", help="list the shipped tasks and their prompters")
+    commands.add_parser(
+        "tasks", help="list the shipped tasks: modality, input, labels, validation Dice"
+    )
 
     qu = commands.add_parser(
         "quantize",
@@ -187,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--data", required=True, help="data set folder with manual masks")
     tp.add_argument(
         "--kind",
-        choices=("head", "yolonas"),
+        choices=tuple(PROMPTER_KINDS),
         default="head",
         help="head: small CNN on LiteMedSAM's embedding; yolonas: YOLO-NAS S",
     )
@@ -199,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.2,
         help="share of cases held out for validation (default 0.2)",
     )
-    tp.add_argument("--epochs", type=int, help="training epochs (default: 30 head, 50 yolonas)")
+    tp.add_argument(
+        "--epochs", type=int, help="training epochs (default 30)"
+    )
     tp.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     tp.add_argument("--channel", type=int, default=0, help="image channel for multi-channel data")
     tp.add_argument("--cache", help="embedding cache folder for --kind head (default OUT/cache)")
@@ -234,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ts.add_argument("--data", required=True, help="data set folder with manual masks")
     ts.add_argument(
-        "--method", choices=("decoder", "adapter"), default="decoder",
+        "--method", choices=TUNING_METHODS, default=TUNING_METHODS[0],
         help="decoder: the mask decoder, on cached embeddings (fast); adapter: bottleneck "
         "adapters in the image encoder's transformer blocks (Medical SAM Adapter style; the "
         "encoder runs forward and backward on every plane)",
@@ -292,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="file listing the cases to use (default: val_cases.txt beside the card, if any)",
     )
     tq.add_argument("--limit", type=int, help="use only the first N cases")
+    tq.add_argument(
+        "--segmenter-weights",
+        help="run the prompter with this tuned LiteMedSAM delta (default: its task's, if any)",
+    )
+    tq.add_argument("--runtime", choices=RUNTIMES, help="runtime (default: the task's)")
     tq.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -312,12 +331,15 @@ def _label_options(parser: argparse.ArgumentParser, verb: str) -> None:
 def _runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
-        choices=("torch", "onnx", "int8"),
+        choices=RUNTIMES,
         help="torch: PyTorch; onnx / int8: ONNX Runtime with the float32 / INT8 models of "
         "--models (no torch needed). Default: int8 when the task ships INT8 models within "
         "their fidelity budget, else torch",
     )
-    parser.add_argument("--models", help="model folder written by `automedseg quantize`")
+    parser.add_argument(
+        "--model-set", "--models", dest="model_set",
+        help="model folder written by `automedseg quantize`",
+    )  # fmt: skip
     parser.add_argument(
         "--segmenter-weights",
         help="card (.json) of a fine-tuned LiteMedSAM part from `automedseg train segmenter` "
@@ -325,9 +347,7 @@ def _runtime_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _label_choice(args: argparse.Namespace):
-    from automedseg.evaluate.datasets import LabelChoice, parse_label_values
-
+def _label_choice(args: argparse.Namespace) -> LabelChoice:
     keep = None if args.labels is None else parse_label_values(args.labels)
     return LabelChoice(keep, args.merge_labels)
 
@@ -358,8 +378,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from automedseg.api import segment_files
-
     def report(error: AutomedsegError) -> None:
         print(f"automedseg: error: {error}", file=sys.stderr)
 
@@ -380,7 +398,7 @@ def _segment(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         image_size=args.image_size,
         runtime=args.runtime,
-        models=args.models,
+        model_set=args.model_set,
         segmenter_weights=args.segmenter_weights,
     )
     for outcome in outcomes:
@@ -394,7 +412,7 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from automedseg.evaluate.runner import evaluate
+    from automedseg.evaluate.runner import evaluate  # metrics, plots
 
     summary = evaluate(
         args.data,
@@ -411,7 +429,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         propagate=not args.no_propagation,
         progress=not args.no_progress,
         runtime=args.runtime,
-        models=args.models,
+        model_set=args.model_set,
         predictions=args.predictions,
         segmenter_weights=args.segmenter_weights,
     )
@@ -425,21 +443,32 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _tasks() -> int:
-    from automedseg.checkpoints import read_card
-    from automedseg.prompt import available_tasks
-
-    tasks = available_tasks()
+    tasks = shipped_tasks()
     if not tasks:
         print("no shipped tasks")
-    for name, path in tasks.items():
-        card = read_card(path)
-        labels = ", ".join(f"{k}={v}" for k, v in card["labels"].items())
-        print(f"{name}: {card['kind']} prompter, labels {labels}, val {card.get('val_metrics')}")
+        return 0
+    rows = [("task", "modality", "input", "labels", "validation Dice: automatic / oracle")]
+    for name, task in tasks.items():
+        about = task.about
+        validation = about.get("validation") or {}
+        dice = (
+            f"{validation['auto_dice']:.3f} / {validation['oracle_dice']:.3f} "
+            f"({validation.get('cases')} {validation.get('unit', 'cases')})"
+            if "auto_dice" in validation
+            else "not measured"
+        )
+        labels = ", ".join(f"{v} {n}" for v, n in task.labels.items())
+        rows.append((name, about.get("modality", "?"), about.get("input", "?"), labels, dice))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]))
+    print("\nFor research, not a medical device. Details: automedseg/models/<task>/task.json")
     return 0
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from automedseg.deploy.quantize_task import quantize_task
+    from automedseg.deploy.quantize_task import quantize_task  # torch, onnx
 
     if bool(args.task) == bool(args.prompter):
         raise AutomedsegError("give exactly one of --task NAME or --prompter CARD.json")
@@ -460,10 +489,10 @@ def _quantize(args: argparse.Namespace) -> int:
 def _train_prompter(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     if args.kind == "head":
-        from automedseg.train.head import train_head
+        from automedseg.train.head import train_head  # torch
 
         card = train_head(
-            args.data, args.out, val_fraction=args.val_fraction, epochs=args.epochs or 30,
+            args.data, args.out, val_fraction=args.val_fraction, **_epochs(args),
             cache=args.cache, resume=args.resume, channel=args.channel, task=args.task,
             seed=args.seed, label_choice=_label_choice(args), limit=args.limit,
             progress=progress, segmenter_weights=args.segmenter_weights,
@@ -474,10 +503,10 @@ def _train_prompter(args: argparse.Namespace) -> int:
             raise AutomedsegError(
                 "--segmenter-weights and --augment-copies apply to --kind head only"
             )
-        from automedseg.train.yolonas import train_yolonas
+        from automedseg.train.yolonas import train_yolonas  # torch, modern-yolonas
 
         card = train_yolonas(
-            args.data, args.out, val_fraction=args.val_fraction, epochs=args.epochs or 50,
+            args.data, args.out, val_fraction=args.val_fraction, **_epochs(args),
             resume=args.resume, boxes_file=args.boxes, channel=args.channel, seed=args.seed,
             label_choice=_label_choice(args), progress=progress,
         )  # fmt: skip
@@ -485,23 +514,29 @@ def _train_prompter(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_propagation(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _epochs(args: argparse.Namespace) -> dict:
+    """``epochs`` only when given: each trainer's own default applies otherwise."""
+    return {} if args.epochs is None else {"epochs": args.epochs}
 
-    from automedseg.train.propagation import tune_card
+
+def _train_propagation(args: argparse.Namespace) -> int:
+    from automedseg.train.propagation import tune_card  # torch
 
     split = args.split
     beside = Path(args.prompter).parent / "val_cases.txt"
     if split is None and beside.is_file():
         split = beside
-    entry = tune_card(args.prompter, args.data, split, args.limit, not args.no_progress)
+    entry = tune_card(
+        args.prompter, args.data, split, args.limit, not args.no_progress,
+        segmenter_weights=args.segmenter_weights, runtime=args.runtime,
+    )  # fmt: skip
     print(f"propagation on {entry['cases']} case(s), mean Dice per label: {entry['val_dice']}")
     print(f"chosen: {entry['settings']} (written into {args.prompter})")
     return 0
 
 
 def _train_segmenter(args: argparse.Namespace) -> int:
-    from automedseg.train.segmenter import train_segmenter
+    from automedseg.train.segmenter import train_segmenter  # torch
 
     card = train_segmenter(
         args.data, args.out, method=args.method, val_fraction=args.val_fraction,

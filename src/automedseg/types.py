@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from automedseg.errors import PromptError
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -182,3 +184,23 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1
     inter = width.clip(min=0) * height.clip(min=0)
     return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def check_boxes(boxes: Boxes, shape_hw: tuple[int, int]) -> Boxes:
+    """Boxes validated against an (H, W) image; coordinates equal to W or H are clipped.
+
+    Raises ``PromptError`` for a box with x1 < x0 or y1 < y0, or one reaching outside the image.
+    """
+    h, w = shape_hw
+    for i, (x0, y0, x1, y1) in enumerate(boxes.xyxy.tolist(), start=1):
+        where = f"box {i} ({x0:g} {y0:g} {x1:g} {y1:g})"
+        if not np.isfinite([x0, y0, x1, y1]).all():
+            raise PromptError(f"{where} has a non-finite coordinate")
+        if x1 < x0 or y1 < y0:
+            raise PromptError(f"{where} is inverted: need x0 <= x1 and y0 <= y1")
+        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+            raise PromptError(f"{where} reaches outside the image of {w}x{h} pixels (W x H)")
+    xyxy = boxes.xyxy.copy()
+    xyxy[:, [0, 2]] = np.minimum(xyxy[:, [0, 2]], w - 1)
+    xyxy[:, [1, 3]] = np.minimum(xyxy[:, [1, 3]], h - 1)
+    return Boxes(xyxy, boxes.labels, boxes.scores)

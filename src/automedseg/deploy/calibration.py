@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from automedseg import io
-from automedseg.errors import AutomedsegError, InputError
-from automedseg.evaluate.datasets import (
+from automedseg.data.datasets import (
     Case,
     DataSet,
     LabelChoice,
@@ -23,7 +22,8 @@ from automedseg.evaluate.datasets import (
     image_files,
     load_case,
 )
-from automedseg.segment.intensity import to_unit_range
+from automedseg.errors import AutomedsegError, InputError
+from automedseg.intensity import to_unit_range
 from automedseg.types import Image
 
 MIN_PLANES = 12
@@ -110,7 +110,7 @@ def _training_cases(
     """Usable cases; only the training ones of ``train_split`` (as ``train.head`` splits)."""
     cases = [c for c in dataset.cases if not c.problem]
     if train_split is not None and len(cases) >= 2:
-        from automedseg.train.data import split_cases
+        from automedseg.data.planes import split_cases
 
         fraction, seed, limit = train_split
         usable = sorted(c.case_id for c in cases)[:limit]

@@ -45,7 +45,8 @@ from torch import nn
 
 import automedseg
 from automedseg.checkpoints import file_sha256
-from automedseg.deploy.runtime import (
+from automedseg.errors import WeightsError
+from automedseg.runtime.onnx import (
     DECODER,
     ENCODER,
     HEAD,
@@ -55,7 +56,6 @@ from automedseg.deploy.runtime import (
     card_path_for,
     make_session,
 )
-from automedseg.errors import WeightsError
 from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256, LiteMedSAM
 from automedseg.segment.model_space import EMBEDDING_CHANNELS, EMBEDDING_SIZE, IMAGE_SIZE
 

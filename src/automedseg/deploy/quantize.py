@@ -24,8 +24,8 @@ import numpy as np
 
 from automedseg import io
 from automedseg.checkpoints import file_sha256, read_card
-from automedseg.deploy.runtime import card_path_for
 from automedseg.errors import WeightsError
+from automedseg.runtime.onnx import card_path_for
 
 Feed = dict[str, np.ndarray]
 

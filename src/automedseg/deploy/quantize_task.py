@@ -23,21 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from automedseg import __version__, io
 from automedseg.checkpoints import read_card
+from automedseg.data.datasets import LabelChoice
+from automedseg.deploy import export
 from automedseg.deploy.calibration import Planes, calibration_planes
 from automedseg.deploy.fidelity import Fidelity, Runtime, measure, reference_outputs
 from automedseg.deploy.quantize import Recipe, quantize_model
-from automedseg.deploy.runtime import (
+from automedseg.errors import AutomedsegError, WeightsError
+from automedseg.runtime.onnx import (
     ENCODER,
     load_onnx_head_prompter,
     load_onnx_model,
     load_onnx_predictor,
 )
-from automedseg.deploy.transforms import preprocess
-from automedseg.errors import AutomedsegError, WeightsError
-from automedseg.evaluate.datasets import LabelChoice
+from automedseg.runtime.transforms import preprocess
+from automedseg.tasks import load_models, resolve_task
 
 REPORT = "quantization.json"
 FILES = {"encoder": "image_encoder", "decoder": "mask_decoder", "prompter": "prompter"}
@@ -85,15 +88,12 @@ def quantize_task(
     export, so the encoder and decoder include it and the reference pipeline uses it; its
     SHA-256 goes into the exported models' cards and the report (default: the task's own
     delta, if it ships one)."""
-    import torch
-
-    from automedseg.deploy import export
-    from automedseg.prompt import load_prompter, task_card, task_segmenter_weights
-    from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
-
     torch.set_num_threads(threads)
-    segmenter_weights = task_segmenter_weights(task, segmenter_weights)
-    card_path = task_card(task) if task else Path(prompter_card or "")
+    task_ = resolve_task(task, prompter_card)
+    if task_ is None:
+        raise AutomedsegError("give exactly one of --task NAME or --prompter CARD.json")
+    models = load_models(task_, runtime="torch", segmenter_weights=segmenter_weights)
+    card_path = task_.prompter
     card = read_card(card_path)
     if card.get("kind") != "head":
         raise WeightsError(
@@ -104,12 +104,11 @@ def quantize_task(
     _say(f"{len(planes.calibration)} calibration + {len(planes.held_out)} held-out planes "
          f"from {planes.source}")  # fmt: skip
 
-    delta = None if segmenter_weights is None else read_card(segmenter_weights)
-    model = load_litemedsam(delta=None if delta is None else Path(delta["_path"]))
+    delta = None if models.delta is None else read_card(models.delta)
     delta_sha256 = None if delta is None else str(delta["sha256"])
     segmenter = "LiteMedSAM" if delta is None else f"LiteMedSAM + its {delta.get('method')} delta"
-    prompter = load_prompter(card=card_path)
-    predictor = LiteMedSAMPredictor(model)
+    prompter, predictor = models.prompter, models.segmenter
+    model = predictor.model
     checks = []
     for plane in planes.calibration[:2]:
         predictor.set_image(plane)

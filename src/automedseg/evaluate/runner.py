@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from automedseg.errors import AutomedsegError
-from automedseg.evaluate.datasets import (
+from automedseg.data.datasets import (
     Case,
     DataSet,
     LabelChoice,
@@ -30,16 +30,20 @@ from automedseg.evaluate.datasets import (
     load_case,
     load_prediction,
 )
+from automedseg.errors import AutomedsegError
 from automedseg.evaluate.metrics import (
     detection_scores,
     label_metrics,
     match_detections,
     plane_dice,
 )
-from automedseg.pipeline import FixedBoxes, segment_plane
+from automedseg.evaluate.report import write_report
+from automedseg.intensity import to_unit_range
+from automedseg.pipeline import segment_plane
+from automedseg.pipeline.propagate import Propagation, settings_of
 from automedseg.prompt.base import Prompter
-from automedseg.prompt.oracle import oracle_boxes
-from automedseg.segment.intensity import to_unit_range
+from automedseg.prompt.oracle import FixedBoxes, oracle_boxes
+from automedseg.tasks import Models, load_models
 from automedseg.types import Boxes, Image
 
 WARMUP_PLANES = 2
@@ -119,8 +123,6 @@ def predict_case(
 
 def _propagated(unit, truth, prompter, predictor, times: PlaneTimes) -> Prediction:
     """Propagation over a volume; detection is scored on the connected components per plane."""
-    from automedseg.propagate import Propagation, settings_of
-
     propagation = Propagation(prompter, predictor, **settings_of(prompter))
     labels, objects = propagation.run(unit)
     depth = len(unit)
@@ -160,8 +162,6 @@ def iterate_cases(data: DataSet, limit: int | None, progress: bool) -> Iterator[
     cases = data.cases[:limit] if limit else data.cases
     if not progress:
         return iter(cases)
-    from tqdm import tqdm
-
     return iter(tqdm(cases, desc="evaluate", unit="case", file=sys.stderr))
 
 
@@ -180,9 +180,10 @@ def evaluate(
     propagate: bool = True,
     progress: bool = True,
     runtime: str | None = None,
-    models: str | Path | None = None,
+    model_set: str | Path | None = None,
     predictions: str | Path | None = None,
     segmenter_weights: str | Path | None = None,
+    models: Models | None = None,
 ) -> dict:
     """Evaluate LiteMedSAM on a data set; write per_case.csv, summary.json, report.md, plots.
 
@@ -190,14 +191,12 @@ def evaluate(
     of ``task`` or of the ``prompter`` card) or "both". ``label_choice`` scores only some labels,
     or every label as one foreground. Volumes and sequences in automatic mode are propagated
     slice to slice (``propagate``) or prompted slice by slice. ``runtime`` "onnx"/"int8" runs
-    the ONNX models of ``models`` (or of the task) on ONNX Runtime (see
-    ``deploy.model_set``). ``predictions`` instead scores another tool's label maps, one
-    file per case named like the data set's masks (see ``datasets.load_prediction``), with
-    the same metrics (mode "predictions"). ``segmenter_weights`` is the card of a fine-tuned
+    the ONNX models of ``model_set`` (or of the task) on ONNX Runtime; the models are
+    assembled by ``tasks.load_models``, or passed in ready as ``models``. ``predictions``
+    instead scores another tool's label maps, one file per case named like the data set's
+    masks (see ``datasets.load_prediction``), with the same metrics (mode "predictions"). ``segmenter_weights`` is the card of a fine-tuned
     LiteMedSAM part (``automedseg train segmenter``; torch runtime). Returns the summary.
     """
-    from automedseg.evaluate.report import write_report
-
     modes = {"oracle": ["oracle"], "auto": ["auto"], "both": ["oracle", "auto"]}.get(prompts)
     if modes is None:
         raise AutomedsegError(f"--prompts must be oracle, auto or both, not {prompts!r}")
@@ -206,13 +205,24 @@ def evaluate(
         predictions = Path(predictions)
         if not predictions.is_dir():
             raise AutomedsegError(f"predictions folder {predictions} does not exist")
-        modes, loaded = ["predictions"], _Models(None, None, {}, "none", None)
+        modes, loaded = ["predictions"], Models(None, None, "none")
+    elif models is not None:
+        loaded = models
     else:
-        loaded = _load_models(modes, weights, task, prompter, runtime, models, segmenter_weights)
+        if "auto" in modes and not (task or prompter):
+            raise AutomedsegError(
+                "automatic prompts need a prompter: pass --task NAME or --prompter CARD.json"
+            )
+        loaded = load_models(
+            task, card=prompter, runtime=runtime, prompter="auto" in modes, weights=weights,
+            segmenter_weights=segmenter_weights, model_set=model_set,
+        )  # fmt: skip
+    if "auto" in modes and loaded.prompter is None:
+        raise AutomedsegError("automatic prompts need a prompter: the models have none")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run = Evaluation(
-        loaded.predictor, loaded.prompter, modes, dataset.layout, channel, nsd_tolerance_mm,
+        loaded.segmenter, loaded.prompter, modes, dataset.layout, channel, nsd_tolerance_mm,
         label_choice, propagate, predictions,
     )  # fmt: skip
     rows: list[dict] = []
@@ -246,8 +256,8 @@ def evaluate(
         nsd_tolerance_mm=nsd_tolerance_mm,
         **(label_choice or LabelChoice()).as_dict(),
         propagate=propagate,
-        models_mb=loaded.mb,
-        prompter=None if loaded.card is None else str(loaded.card),
+        models_mb=loaded.sizes_mb,
+        prompter=_prompter_card(loaded, "auto" in modes),
         interrupted=interrupted,
         command=" ".join(sys.argv) if sys.argv and "automedseg" in sys.argv[0] else None,
     )
@@ -255,74 +265,6 @@ def evaluate(
     if interrupted:
         raise KeyboardInterrupt
     return summary
-
-
-@dataclass
-class _Models:
-    predictor: object
-    prompter: Prompter | None
-    mb: dict[str, float]
-    runtime: str
-    card: Path | None
-    """The automatic prompter's card."""
-    delta: Path | None = None
-    """The tuned-segmenter delta in use (given, or the task's own)."""
-
-
-def _load_models(modes, weights, task, prompter, runtime, models, delta=None) -> _Models:
-    """LiteMedSAM on the chosen runtime and, for automatic prompts, the prompter."""
-    from automedseg.checkpoints import read_card
-    from automedseg.deploy.model_set import choose_runtime, load_model_set, task_model_set
-    from automedseg.prompt import (
-        check_embedding,
-        load_prompter,
-        task_card,
-        task_segmenter_weights,
-    )
-    from automedseg.segment.litemedsam import (
-        LiteMedSAMPredictor,
-        load_litemedsam,
-        packaged_weights_path,
-    )
-
-    finder, card_path, models_mb = None, None, {}
-    if "auto" in modes:
-        if not (task or prompter):
-            raise AutomedsegError(
-                "automatic prompts need a prompter: pass --task NAME or --prompter CARD.json"
-            )
-        card_path = task_card(task) if task else Path(prompter)
-        finder = load_prompter(card=card_path)
-        card = read_card(card_path)
-        weights_file = card_path.parent / card["weights_file"]
-        models_mb[f"prompter ({card['kind']})"] = round(weights_file.stat().st_size / 1e6, 2)
-    model_set = Path(models) if models is not None else task_model_set(task)
-    runtime = choose_runtime(runtime or ("torch" if weights or delta else None), model_set)
-    if runtime == "torch":
-        delta = task_segmenter_weights(task, delta)
-        weights_path = Path(weights) if weights else packaged_weights_path()
-        model = load_litemedsam(None if weights is None else weights_path, delta=delta)
-        check_embedding(card_path, delta)
-        models_mb["litemedsam"] = round(weights_path.stat().st_size / 1e6, 2)
-        if delta is not None:
-            delta_card = read_card(delta)
-            delta_file = Path(delta_card["_path"]).parent / delta_card["weights_file"]
-            models_mb["segmenter delta"] = round(delta_file.stat().st_size / 1e6, 2)
-        return _Models(LiteMedSAMPredictor(model), finder, models_mb, runtime, card_path, delta)
-    if weights or delta:
-        raise AutomedsegError(
-            f"--runtime {runtime} does not take --weights or --segmenter-weights (use torch)"
-        )
-    onnx_set = load_model_set(model_set, runtime, None if finder is None else card["sha256"])
-    predictor = onnx_set.predictor
-    parts = {"image encoder": predictor.encoder, "mask decoder": predictor.decoder}
-    if onnx_set.prompter is not None:
-        parts["prompter"] = onnx_set.prompter.model
-    models_mb = {
-        f"{name} ({runtime})": round(model.path.stat().st_size / 1e6, 2)
-        for name, model in parts.items()
-    }
-    return _Models(predictor, onnx_set.prompter, models_mb, runtime, card_path)
 
 
 @dataclass
@@ -487,15 +429,20 @@ def _error_row(case_id: str, mode: str, error: AutomedsegError) -> dict:
     return row
 
 
-def _threads(models: _Models) -> int | None:
+def _threads(models: Models) -> int | None:
     """Threads of the segmenter's runtime (None when no model ran)."""
     if models.runtime == "torch":
-        import torch
+        import torch  # only when the models are PyTorch's
 
         return torch.get_num_threads()
-    if models.predictor is None:
+    if models.segmenter is None:
         return None
-    return int(models.predictor.encoder.session.get_session_options().intra_op_num_threads)
+    return int(models.segmenter.encoder.session.get_session_options().intra_op_num_threads)
+
+
+def _prompter_card(models: Models, automatic: bool) -> str | None:
+    task = models.task
+    return str(task.prompter) if automatic and task and task.prompter else None
 
 
 def _mean(values: list[float]) -> float | None:

@@ -14,15 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from automedseg.checkpoints import load_checkpoint, save_checkpoint
+from automedseg.checkpoints import file_sha256, load_checkpoint, save_checkpoint
 from automedseg.errors import WeightsError
+from automedseg.segment import TUNING_METHODS
 from automedseg.segment.adapter import AdapterConfig, insert_adapters, is_adapter_tensor
+from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256, LiteMedSAM, load_litemedsam
 
 KIND = "segmenter_delta"
-METHODS = ("decoder", "adapter")
-"""What can be tuned: ``decoder`` = the mask decoder (image and prompt encoders frozen);
-``adapter`` = bottleneck adapters added to the image encoder's transformer blocks (everything
-else frozen; see ``segment.adapter``)."""
+METHODS = TUNING_METHODS
 
 
 def trainable(
@@ -70,8 +69,6 @@ def save_delta(
     ``base_sha256`` is the SHA-256 of the weights the model started from (default: the
     packaged LiteMedSAM weights); ``adapter`` the adapters' configuration (method
     ``adapter``; default ``AdapterConfig()``)."""
-    from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256
-
     state = trained_state(model, method)
     if not state:
         raise ValueError(f"the model has no {method} tensors to save")
@@ -110,8 +107,11 @@ def load_trained(model: nn.Module, method: str, state: dict[str, torch.Tensor]) 
         model.load_state_dict(state, strict=False)
 
 
-def apply_delta(model: nn.Module, card_path: str | Path, base_sha256: str) -> dict:
-    """Load a delta onto ``model`` (built from weights with SHA-256 ``base_sha256``); returns
+def apply_delta(
+    model: nn.Module, card_path: str | Path, base_sha256: str = PACKAGED_WEIGHTS_SHA256
+) -> dict:
+    """Load a delta onto ``model`` (built from weights with SHA-256 ``base_sha256``, default
+    the packaged weights'); returns
     the delta's card. An ``adapter`` delta first inserts its adapters. Raises ``WeightsError``
     for another kind of card or method, other base weights, or tensors that are not the
     model's, do not fit it, or are missing."""
@@ -135,3 +135,12 @@ def apply_delta(model: nn.Module, card_path: str | Path, base_sha256: str) -> di
     except ValueError as error:
         raise WeightsError(f"the delta {error}", card_path) from None
     return card
+
+
+def tuned_litemedsam(delta: str | Path, weights: Path | None = None) -> LiteMedSAM:
+    """LiteMedSAM (the packaged weights, or ``weights``) with the delta of card ``delta`` on
+    top, in eval mode."""
+    model = load_litemedsam(weights)
+    base = PACKAGED_WEIGHTS_SHA256 if weights is None else file_sha256(Path(weights))
+    apply_delta(model, delta, base)
+    return model.eval()

@@ -137,15 +137,12 @@ def load_state_dict(path: Path, sha256: str | None) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_litemedsam(
-    weights: Path | None = None, sha256: str | None = None, delta: Path | None = None
-) -> LiteMedSAM:
+def load_litemedsam(weights: Path | None = None, sha256: str | None = None) -> LiteMedSAM:
     """LiteMedSAM in eval mode with real weights.
 
     ``weights=None`` takes the packaged weights and checks their published SHA-256; a user's
-    file is checked against ``sha256`` when given. ``delta`` is the card of a fine-tuned part
-    (``automedseg train segmenter``), loaded on top after checking it was made for these
-    weights. Shape mismatches raise ``WeightsError``.
+    file is checked against ``sha256`` when given. Shape mismatches raise ``WeightsError``.
+    A fine-tuned part goes on top with ``segment.delta.apply_delta``.
     """
     if weights is None:
         weights, sha256 = packaged_weights_path(), PACKAGED_WEIGHTS_SHA256
@@ -156,10 +153,6 @@ def load_litemedsam(
     except RuntimeError as error:
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
         raise WeightsError(f"weights do not fit LiteMedSAM: {first}", weights) from None
-    if delta is not None:
-        from automedseg.segment.delta import apply_delta
-
-        apply_delta(model, delta, sha256 or file_sha256(Path(weights)))
     return model.eval()
 
 

@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from automedseg.data.datasets import stem
 from automedseg.errors import InputError
-from automedseg.evaluate.datasets import stem
 
 Box = tuple[int, int, int, int, str]
 

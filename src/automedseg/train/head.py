@@ -17,11 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from automedseg.checkpoints import read_card, read_training_state, save_checkpoint
+from automedseg.data.datasets import LabelChoice, class_names
 from automedseg.errors import InputError
-from automedseg.evaluate.datasets import LabelChoice, class_names
 from automedseg.evaluate.metrics import detection_scores, match_detections
 from automedseg.prompt.components import boxes_from_probabilities
 from automedseg.prompt.head import EmbeddingHead
+from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256
+from automedseg.tasks import load_models
 from automedseg.train.embeddings import (
     CachedPlane,
     cached_split,
@@ -194,12 +196,6 @@ def train_head(
     N augmented copies of every training plane (``train.data.augmented``), each embedded once
     into the cache: N + 1 times the training planes, and N times the images to encode again.
     """
-    from automedseg.segment.litemedsam import (
-        PACKAGED_WEIGHTS_SHA256,
-        LiteMedSAMPredictor,
-        load_litemedsam,
-    )
-
     if augment_copies < 0:
         raise InputError(f"the number of augmented copies cannot be negative ({augment_copies})")
     started = time.perf_counter()
@@ -213,7 +209,8 @@ def train_head(
         delta_card = read_card(segmenter_weights)
         delta = {k: delta_card.get(k) for k in ("sha256", "method", "changes_image_embedding")}
         delta["card"] = str(segmenter_weights)
-    predictor = predictor or LiteMedSAMPredictor(load_litemedsam(delta=segmenter_weights))
+    if predictor is None:
+        predictor = load_models(runtime="torch", segmenter_weights=segmenter_weights).segmenter
     split = cached_split(
         data, out, cache, predictor, val_fraction=val_fraction, seed=seed, channel=channel,
         choice=label_choice, limit=limit, empty_fraction=empty_fraction, progress=progress,

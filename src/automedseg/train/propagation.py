@@ -17,9 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from automedseg.pipeline import BoxSegmenter
+from automedseg import io
+from automedseg.checkpoints import read_card
+from automedseg.data.datasets import LabelChoice, find_cases, load_case
+from automedseg.errors import InputError
+from automedseg.evaluate.metrics import dice
+from automedseg.intensity import to_unit_range
+from automedseg.pipeline.propagate import Propagation
 from automedseg.prompt.base import Prompter
+from automedseg.segment.base import BoxSegmenter
+from automedseg.tasks import Models, load_models, task_of_card
 
 CANDIDATES: tuple[dict, ...] = (
     {"snap": True, "snap_iou": 0.3},
@@ -61,8 +70,6 @@ class ReusedEncodings:
 
 def label_dice(predicted: np.ndarray, truth: np.ndarray, labels: Iterable[int]) -> list[float]:
     """Dice of each label present in ``truth`` (labels absent from it are not scored)."""
-    from automedseg.evaluate.metrics import dice
-
     return [dice(predicted == v, wanted) for v in labels if (wanted := truth == v).any()]
 
 
@@ -79,8 +86,6 @@ def choose_propagation(
     """Run every candidate on each (volume or frame stack in [0, 1], truth label map) case;
     returns the card's ``propagation`` entry: the chosen ``settings``, each candidate's mean
     Dice per label (``val_dice``) and the number of cases."""
-    from automedseg.propagate import Propagation
-
     scores: dict[str, list[float]] = {key_of(c): [] for c in candidates}
     n_cases = 0
     for unit, truth in cases:
@@ -102,22 +107,22 @@ def tune_card(
     split: str | Path | None = None,
     limit: int | None = None,
     progress: bool = True,
+    segmenter_weights: str | Path | None = None,
+    runtime: str | None = None,
+    models: Models | None = None,
 ) -> dict:
     """Choose the propagation settings of a prompter (its card) on the volumes or videos of
     ``data`` (only the cases listed in ``split`` when given; the first ``limit``), with the
-    card's own label choice and channel, and write them into the card; returns the entry."""
-    from tqdm import tqdm
+    card's own label choice and channel, and write them into the card; returns the entry.
 
-    from automedseg import io
-    from automedseg.checkpoints import read_card
-    from automedseg.errors import InputError
-    from automedseg.evaluate.datasets import LabelChoice, find_cases, load_case
-    from automedseg.prompt import load_prompter
-    from automedseg.segment.intensity import to_unit_range
-    from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam
-
+    The prompter runs with the segmenter it will be used with (``tasks.load_models``: the
+    task's delta, or ``segmenter_weights``; the default runtime, or ``runtime``), or with
+    ``models`` when given."""
     card = read_card(card_path)
-    prompter = load_prompter(card=card_path)
+    if models is None:
+        models = load_models(
+            task_of_card(card_path), runtime=runtime, segmenter_weights=segmenter_weights
+        )
     dataset = find_cases(data, split)
     if dataset.layout == "2d":
         raise InputError("propagation settings are chosen on volumes or videos, not 2D", data)
@@ -134,9 +139,18 @@ def tune_card(
             image, truth = load_case(case, training.get("channel", 0), dataset.layout, choice)
             yield to_unit_range(image), truth
 
-    segmenter = LiteMedSAMPredictor(load_litemedsam())
-    entry = choose_propagation(prompter, segmenter, loaded())
-    entry["chosen_on"] = {"data": str(data), "split": None if split is None else str(split)}
+    entry = choose_propagation(models.prompter, models.segmenter, loaded())
+    entry["chosen_on"] = {
+        "data": Path(data).name,
+        "split": None if split is None else Path(split).name,
+        "segmenter": models.segmenter_name if models.delta is None else _delta_name(models.delta),
+        "runtime": models.runtime,
+    }
     path = Path(card.pop("_path"))
     io.write_json(path, {**card, "propagation": entry})
     return entry
+
+
+def _delta_name(delta: Path) -> str:
+    delta_card = read_card(delta)
+    return f"LiteMedSAM + {delta_card.get('method')} delta {str(delta_card['sha256'])[:12]}"

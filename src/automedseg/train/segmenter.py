@@ -41,11 +41,11 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from automedseg.checkpoints import read_training_state
+from automedseg.data.datasets import LabelChoice
+from automedseg.data.planes import Plane
 from automedseg.errors import InputError
-from automedseg.evaluate.datasets import LabelChoice
 from automedseg.segment.adapter import AdapterConfig
 from automedseg.segment.delta import METHODS, load_trained, save_delta, trainable, trained_state
-from automedseg.train.data import Plane
 from automedseg.train.embeddings import (
     CachedPlane,
     Split,
@@ -143,7 +143,7 @@ def image_examples(
 ) -> Iterator[Example]:  # fmt: skip
     """Examples of ``adapter``: the cases in ``rng``'s order, of each at most
     ``planes_per_case`` (None: all) random planes with foreground, read from the data set."""
-    from automedseg.train.data import iter_planes
+    from automedseg.data.planes import iter_planes
 
     for case_id in rng.permutation(np.array(case_ids, dtype=object)):
         planes = iter_planes(split.dataset, [case_id], channel, 0.0, 0, choice)

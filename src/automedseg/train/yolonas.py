@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from automedseg.checkpoints import read_training_state
+from automedseg.data.datasets import LabelChoice
 from automedseg.errors import InputError
-from automedseg.evaluate.datasets import LabelChoice
 from automedseg.evaluate.metrics import detection_metrics
 from automedseg.prompt.yolonas import KIND, build_yolonas, select_boxes
 from automedseg.train.yolonas_data import (

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from automedseg.data.datasets import LabelChoice
 from automedseg.errors import InputError
-from automedseg.evaluate.datasets import LabelChoice
 from automedseg.prompt.yolonas import letterbox, resize_image, resized_shape
 
 if TYPE_CHECKING:
-    from automedseg.evaluate.datasets import DataSet
+    from automedseg.data.datasets import DataSet
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,8 @@ def samples_from_masks(
 ) -> list[Sample]:
     """Samples of the given cases with one box per connected component of each label chosen
     by ``label_choice`` (default: every label)."""
+    from automedseg.data.planes import iter_planes
     from automedseg.prompt.oracle import oracle_boxes
-    from automedseg.train.data import iter_planes
 
     samples = []
     for plane in iter_planes(data, case_ids, channel, empty_fraction, seed, label_choice):
@@ -145,8 +145,8 @@ def samples_from_box_file(
     """Samples of the images in ``root/images`` that the box file annotates, and the labels
     (value i + 1 = the i-th class name in natural order)."""
     from automedseg import io
-    from automedseg.evaluate.datasets import image_files, stem
-    from automedseg.segment.intensity import to_unit_range
+    from automedseg.data.datasets import image_files, stem
+    from automedseg.intensity import to_unit_range
     from automedseg.train.box_annotations import class_order, read_box_annotations
 
     folder = root / "images"
@@ -195,7 +195,7 @@ def load_samples(
     ``label_choice`` keeps only some labels of the masks or makes them one class, 1 (e.g.
     BraTS labels 1-4 → whole tumour); a box file is not affected.
     """
-    from automedseg.train.data import split_cases
+    from automedseg.data.planes import split_cases
 
     if boxes_file is not None:
         everything, names = samples_from_box_file(root, Path(boxes_file), size, say)
@@ -206,7 +206,7 @@ def load_samples(
         train = [s for s in everything if s.case_id not in chosen]
         val = [s for s in everything if s.case_id in chosen]
     else:
-        from automedseg.evaluate.datasets import class_names, find_cases
+        from automedseg.data.datasets import class_names, find_cases
 
         data = find_cases(root)
         usable = [c.case_id for c in data.cases if not c.problem]

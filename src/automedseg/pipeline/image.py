@@ -1,56 +1,18 @@
-"""Wires prompter → segmenter → label map for one image, or slice by slice for a volume."""
+"""Prompter → segmenter → label map for one 2D image, or along axis 0 of a volume or video."""
 
 from __future__ import annotations
 
 import time
-from typing import Protocol
 
 import numpy as np
 
 from automedseg.errors import PromptError
+from automedseg.intensity import to_unit_range
+from automedseg.pipeline.propagate import Propagation, boxes_of, paint, settings_of
 from automedseg.prompt.base import Prompter
-from automedseg.segment.intensity import to_unit_range
-from automedseg.types import Boxes, Image, Result, Segmentation
-
-
-class BoxSegmenter(Protocol):
-    """Anything that encodes an image in [0, 1] once and turns boxes into masks."""
-
-    def set_image(self, image: np.ndarray) -> None: ...
-
-    def predict(self, boxes_xyxy: np.ndarray) -> np.ndarray: ...
-
-
-class FixedBoxes:
-    """A prompter that always answers the same boxes (a user's, or the ground truth's)."""
-
-    uses_embedding = False
-
-    def __init__(self, boxes: Boxes) -> None:
-        self.boxes = boxes
-
-    def find(self, image: np.ndarray, embedding: object | None = None) -> Boxes:
-        return self.boxes
-
-
-def check_boxes(boxes: Boxes, shape_hw: tuple[int, int]) -> Boxes:
-    """Boxes validated against an (H, W) image; coordinates equal to W or H are clipped.
-
-    Raises ``PromptError`` for a box with x1 < x0 or y1 < y0, or one reaching outside the image.
-    """
-    h, w = shape_hw
-    for i, (x0, y0, x1, y1) in enumerate(boxes.xyxy.tolist(), start=1):
-        where = f"box {i} ({x0:g} {y0:g} {x1:g} {y1:g})"
-        if not np.isfinite([x0, y0, x1, y1]).all():
-            raise PromptError(f"{where} has a non-finite coordinate")
-        if x1 < x0 or y1 < y0:
-            raise PromptError(f"{where} is inverted: need x0 <= x1 and y0 <= y1")
-        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-            raise PromptError(f"{where} reaches outside the image of {w}x{h} pixels (W x H)")
-    xyxy = boxes.xyxy.copy()
-    xyxy[:, [0, 2]] = np.minimum(xyxy[:, [0, 2]], w - 1)
-    xyxy[:, [1, 3]] = np.minimum(xyxy[:, [1, 3]], h - 1)
-    return Boxes(xyxy, boxes.labels, boxes.scores)
+from automedseg.prompt.oracle import FixedBoxes
+from automedseg.segment.base import BoxSegmenter
+from automedseg.types import Boxes, Image, Result, Segmentation, check_boxes
 
 
 def segment_plane(
@@ -116,8 +78,6 @@ def segment_image(
             f"slice {slice_index} is outside the volume's {depth} slices (0..{depth - 1})"
         )
     if propagate and (slice_index is None or isinstance(prompter, FixedBoxes)):
-        from automedseg.propagate import Propagation, boxes_of, paint, settings_of
-
         if slice_index is None:
             propagation = Propagation(prompter, segmenter, **settings_of(prompter))
         else:  # a user's boxes on one slice seed objects that are followed through the volume

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from automedseg.data.datasets import DataSet, LabelChoice, load_case
 from automedseg.errors import InputError
-from automedseg.evaluate.datasets import DataSet, LabelChoice, load_case
-from automedseg.segment.intensity import to_unit_range
+from automedseg.intensity import to_unit_range
 
 
 @dataclass

@@ -24,10 +24,10 @@ from scipy.special import expit
 
 from automedseg import __version__
 from automedseg.checkpoints import read_card
-from automedseg.deploy.transforms import postprocess, preprocess, resize_bilinear
 from automedseg.errors import WeightsError
 from automedseg.prompt.base import card_propagation
 from automedseg.prompt.components import map_prompter_boxes
+from automedseg.runtime.transforms import postprocess, preprocess, resize_bilinear
 from automedseg.segment.model_space import IMAGE_SIZE
 from automedseg.types import Boxes
 

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from automedseg.pipeline import BoxSegmenter
 from automedseg.prompt.base import Prompter
+from automedseg.segment.base import BoxSegmenter
 from automedseg.types import Boxes, box_iou
 
 

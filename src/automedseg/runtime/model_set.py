@@ -3,7 +3,7 @@
 Runtimes: ``torch`` (the PyTorch models), ``onnx`` (the float32 ONNX export on ONNX Runtime)
 and ``int8`` (the quantized set). A model set is the folder ``automedseg quantize`` writes
 (``onnx/`` and ``int8/``, each with image_encoder, mask_decoder and prompter, and the report
-``quantization.json``); a shipped task may carry one in ``automedseg/models/<task>/``.
+``quantization.json``); a task may carry one in its folder (``tasks.Task.model_set``).
 
 The default runtime is the fastest whose recorded fidelity is within its budget: ``int8`` when
 the task's (or ``--models``') report says so, else ``torch``.
@@ -15,17 +15,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from automedseg.deploy.runtime import (
+from automedseg.errors import AutomedsegError, WeightsError
+from automedseg.runtime.onnx import (
     OnnxHeadPrompter,
     OnnxLiteMedSAMPredictor,
     load_onnx_head_prompter,
     load_onnx_predictor,
 )
-from automedseg.errors import AutomedsegError, WeightsError
 
 RUNTIMES = ("torch", "onnx", "int8")
 REPORT = "quantization.json"
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
 @dataclass(frozen=True)
@@ -33,12 +32,6 @@ class OnnxSet:
     predictor: OnnxLiteMedSAMPredictor
     prompter: OnnxHeadPrompter | None
     folder: Path
-
-
-def task_model_set(task: str | None) -> Path | None:
-    """The model set shipped with ``task``, if any."""
-    folder = None if task is None else MODELS_DIR / task
-    return folder if folder is not None and (folder / REPORT).is_file() else None
 
 
 def choose_runtime(requested: str | None, models: Path | None) -> str:
