@@ -24,7 +24,9 @@ demo: setup
 	$(BIN)/automedseg segment examples/kvasir_seg/images/*.jpg --task polyp --out demo_output
 	@echo "demo: masks, overlays and JSON in demo_output/"
 
+# The layers contract (pyproject [tool.importlinter], docs/architecture.md), then the tests.
 test: setup
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 lint: setup

@@ -27,8 +27,8 @@ def shared_model(monkeypatch, litemedsam):
     monkeypatch.setattr(
         module,
         "load_litemedsam",
-        lambda weights=None, sha256=None, delta=None: (
-            litemedsam if weights is None and delta is None else real(weights, sha256, delta)
+        lambda weights=None, sha256=None: (
+            litemedsam if weights is None else real(weights, sha256)
         ),
     )
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +13,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
 from automedseg import io
-from automedseg.cli import main
+from automedseg.api import segment_files
+from automedseg.tasks import Models
 from test_io import (  # noqa: I001
     COL_COS,
     DX_STORAGE,
@@ -181,7 +180,7 @@ def test_empty_bad_and_failed_writes_leave_no_file(tmp_path, monkeypatch):
 class BoxFiller:
     """A stand-in for LiteMedSAM: each box's mask is the box itself."""
 
-    def __init__(self, model: object) -> None:
+    def __init__(self) -> None:
         self.shape: tuple[int, int] = (0, 0)
 
     def set_image(self, image: np.ndarray) -> None:
@@ -195,18 +194,18 @@ class BoxFiller:
 
 
 @pytest.fixture()
-def box_filler(monkeypatch):
-    """``segment`` without weights: LiteMedSAM replaced by ``BoxFiller`` (torch not loaded)."""
-    fake = types.ModuleType("automedseg.segment.litemedsam")
-    fake.LiteMedSAMPredictor = BoxFiller
-    fake.load_litemedsam = lambda weights=None, sha256=None, delta=None: None
-    monkeypatch.setitem(sys.modules, "automedseg.segment.litemedsam", fake)
+def box_filler() -> Models:
+    """``segment`` without weights: ``BoxFiller`` in LiteMedSAM's place (torch not loaded)."""
+    return Models(None, BoxFiller(), "torch")
 
 
-def segment(source: Path, out: Path) -> None:
+def segment(source: Path, out: Path, models: Models) -> None:
     # Box x 2..5, y 1..3 on slice 1, that slice only.
-    args = ["--box", "2", "1", "5", "3", "--slice", "1", "--no-propagation", "--no-progress"]
-    assert main(["segment", str(source), *args, "--out", str(out)]) == 0
+    outcomes = segment_files(
+        [source], out, boxes=[(2, 1, 5, 3)], slice_index=1, propagate=False, progress=False,
+        models=models,
+    )  # fmt: skip
+    assert [o.error for o in outcomes] == [None]
 
 
 def expected_mask(shape: tuple[int, ...]) -> np.ndarray:
@@ -217,7 +216,7 @@ def expected_mask(shape: tuple[int, ...]) -> np.ndarray:
 
 def test_dicom_series_to_nifti_and_seg_keeps_the_geometry(tmp_path, box_filler):
     folder = ct_series(tmp_path / "ct")
-    segment(folder, tmp_path / "out")
+    segment(folder, tmp_path / "out", box_filler)
     image = io.read_image(folder)  # its affine comes from SimpleITK's LPS geometry
     written = nib.load(tmp_path / "out" / "ct_seg.nii.gz")
     np.testing.assert_allclose(written.affine, image.geometry.affine, atol=1e-6)
@@ -247,7 +246,7 @@ def test_oblique_nifti_output_keeps_the_affine(tmp_path, box_filler):
     source = nib.Nifti1Image(data, oblique_affine())
     source.header.set_sform(oblique_affine(), code=1)
     nib.save(source, tmp_path / "scan.nii.gz")
-    segment(tmp_path / "scan.nii.gz", tmp_path / "out")
+    segment(tmp_path / "scan.nii.gz", tmp_path / "out", box_filler)
 
     written = nib.load(tmp_path / "out" / "scan_seg.nii.gz")
     np.testing.assert_array_equal(written.affine, oblique_affine())
@@ -262,7 +261,7 @@ def test_oblique_nifti_output_keeps_the_affine(tmp_path, box_filler):
 def test_series_without_frame_of_reference_keeps_the_other_outputs(tmp_path, box_filler):
     folder = write_ct_series(tmp_path / "ct")  # no Frame of Reference UID: no DICOM-SEG
     with pytest.warns(UserWarning, match="Frame Of Reference.*no DICOM-SEG written"):
-        segment(folder, tmp_path / "out")
+        segment(folder, tmp_path / "out", box_filler)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["ct.json", "ct_overlay.png", "ct_seg.nii.gz"]
 

@@ -11,7 +11,7 @@ import torch
 
 from automedseg.checkpoints import save_checkpoint
 from automedseg.errors import AutomedsegWarning, InputError
-from automedseg.prompt import embedding_mismatch
+from automedseg.tasks import embedding_mismatch
 
 FROZEN_HEAD = {"kind": "head", "segmenter": {"name": "LiteMedSAM", "sha256": "base"}}
 ADAPTER = {"kind": "segmenter_delta", "sha256": "a" * 64, "changes_image_embedding": True}

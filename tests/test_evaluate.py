@@ -108,13 +108,9 @@ def test_mismatched_volume_and_label_shapes_are_reported(tmp_path):
         load_case(case, layout="nnunet")
 
 
-def test_evaluate_scores_good_cases_and_reports_bad_ones(tmp_path, litemedsam, monkeypatch):
-    import automedseg.segment.litemedsam as module
+def test_evaluate_scores_good_cases_and_reports_bad_ones(tmp_path):
     from automedseg.evaluate.runner import evaluate
 
-    monkeypatch.setattr(
-        module, "load_litemedsam", lambda weights=None, sha256=None, delta=None: litemedsam
-    )
     data = tmp_path / "data"
     shutil.copytree(EXAMPLES / "kvasir_seg", data)
     touch_png(data / "images" / "orphan.png")  # image without a mask

@@ -89,7 +89,7 @@ def test_train_head_writes_a_card_that_loads_and_resumes(tmp_path, predictor):
     assert info["kind"] == "head" and info["labels"] == {"1": "label1"}
     assert info["training"]["train_cases"] == 6 and info["training"]["val_cases"] == 2
     assert (out / "val_cases.txt").read_text().split() == info_val_ids(out)
-    prompter = load_prompter(card=card)
+    prompter = load_prompter(card)
     assert isinstance(prompter, HeadPrompter) and prompter.labels == {1: "label1"}
     # epoch 3 is past the warm-up: its learning rate is in the saved optimizer state
     train_head(tmp_path / "data", out, epochs=4, batch_size=4, val_fraction=0.25,
@@ -157,13 +157,13 @@ def test_an_embedding_cache_made_for_other_options_is_refused(tmp_path):
 
 def test_every_shipped_task_loads_with_its_checked_weights():
     from automedseg.checkpoints import read_card
-    from automedseg.prompt import available_tasks, task_card
+    from automedseg.tasks import shipped_tasks
 
-    tasks = available_tasks()
+    tasks = shipped_tasks()
     assert {"polyp", "lungs", "hippocampus", "brain-tumour", "larynx"} <= set(tasks)
-    for name in tasks:
-        prompter = load_prompter(task=name)
-        assert read_card(task_card(name))["task"] == name
+    for name, task in tasks.items():
+        prompter = load_prompter(task.prompter)
+        assert read_card(task.prompter)["task"] == name
         assert all(prompter.labels.values()) and 0 < prompter.score_threshold < 1
 
 

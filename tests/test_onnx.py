@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from automedseg import io
-from automedseg.deploy import export, runtime, transforms
+from automedseg.deploy import export
 from automedseg.errors import WeightsError
 from automedseg.intensity import to_unit_range
 from automedseg.prompt.head import EmbeddingHead, HeadPrompter
+from automedseg.runtime import onnx as runtime
+from automedseg.runtime import transforms
 from automedseg.segment.litemedsam import LiteMedSAMPredictor, postprocess, preprocess
 from conftest import EXAMPLES  # noqa: I001
 
@@ -96,10 +98,11 @@ def test_onnx_predictor_matches_torch_on_a_real_image(litemedsam, exported):
 def test_shipped_head_in_the_pipeline_matches_torch(litemedsam, exported, tmp_path):
     from automedseg.checkpoints import read_card
     from automedseg.pipeline import segment_image
-    from automedseg.prompt import load_prompter, task_card
+    from automedseg.prompt import load_prompter
+    from automedseg.tasks import get_task
 
-    prompter = load_prompter("polyp")
-    sha = read_card(task_card("polyp"))["sha256"]
+    prompter = load_prompter(get_task("polyp").prompter)
+    sha = read_card(get_task("polyp").prompter)["sha256"]
     export.export_head_prompter(prompter, tmp_path / "head", sha, task="polyp")
     onnx_prompter = runtime.load_onnx_head_prompter(tmp_path / "head.json", threads=1)
     assert onnx_prompter.labels == prompter.labels and onnx_prompter.uses_embedding

@@ -13,13 +13,14 @@ import torch
 from PIL import Image as PILImage
 
 from automedseg import io
-from automedseg.deploy import export, runtime
+from automedseg.deploy import export
 from automedseg.deploy.calibration import MIN_PLANES, calibration_planes
 from automedseg.deploy.fidelity import Runtime, label_dice, measure, reference_outputs
 from automedseg.deploy.quantize import Recipe, quantize_model
 from automedseg.errors import AutomedsegError, InputError, WeightsError
 from automedseg.prompt.head import EmbeddingHead, HeadPrompter
 from automedseg.prompt.oracle import FixedBoxes
+from automedseg.runtime import onnx as runtime
 from automedseg.runtime.model_set import REPORT, choose_runtime, load_model_set
 from automedseg.types import Boxes
 from conftest import EXAMPLES  # noqa: I001
@@ -220,9 +221,10 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path
     saved = json.loads((tmp_path / "out" / REPORT).read_text())
     assert saved["int8"] == int8
     from automedseg.checkpoints import read_card
-    from automedseg.prompt import task_card
+    from automedseg.tasks import get_task
 
-    model_set = load_model_set(tmp_path / "out", "int8", read_card(task_card("polyp"))["sha256"])
+    sha = read_card(get_task("polyp").prompter)["sha256"]
+    model_set = load_model_set(tmp_path / "out", "int8", sha)
     assert model_set.prompter is not None
     assert model_set.predictor.encoder.card["precision"] == "int8"
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from automedseg import intensity
 from automedseg.errors import InputError, WeightsError
 from automedseg.intensity import to_unit_range
-from automedseg.segment import intensity
 from automedseg.segment.litemedsam import (
     LiteMedSAMPredictor,
     build_litemedsam,

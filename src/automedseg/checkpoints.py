@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from automedseg.errors import WeightsError
+from automedseg import io
+from automedseg.errors import InputError, WeightsError
 
 CARD_VERSION = 1
 
@@ -33,8 +34,6 @@ def save_checkpoint(weights_path: str | Path, state: dict, card: dict[str, Any])
     The card gets ``weights_file`` and ``sha256`` filled in; returns the card's path.
     """
     from safetensors.torch import save_file
-
-    from automedseg import io
 
     weights_path = Path(weights_path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +99,6 @@ def read_training_state(path: str | Path) -> dict:
     """A trainer's resume file (``last.pt``), loaded with ``weights_only=True``; a damaged or
     foreign file is an ``InputError`` naming it."""
     import torch
-
-    from automedseg.errors import InputError
 
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)

@@ -22,6 +22,7 @@ from automedseg.data.datasets import (
     image_files,
     load_case,
 )
+from automedseg.data.planes import split_cases
 from automedseg.errors import AutomedsegError, InputError
 from automedseg.intensity import to_unit_range
 from automedseg.types import Image
@@ -69,13 +70,13 @@ def calibration_planes(
     if dataset is not None:
         cases = _training_cases(dataset, train_split)
         items = [(c, dataset.layout) for c in cases]
-        source = f"{folder} ({dataset.layout} data set, {len(cases)} cases" + (
+        source = f"{Path(folder).resolve().name} ({dataset.layout} data set, {len(cases)} cases" + (
             ", training split)" if train_split else ")"
         )
     else:
         files = set(image_files(folder))
         items = [(p, None) for p in sorted(folder.iterdir()) if p.is_dir() or p in files]
-        source = f"{folder} ({len(items)} files)"
+        source = f"{Path(folder).resolve().name} ({len(items)} files)"
     order = np.random.default_rng(seed).permutation(len(items))
     planes: list[Plane] = []
     problems: list[str] = []
@@ -110,8 +111,6 @@ def _training_cases(
     """Usable cases; only the training ones of ``train_split`` (as ``train.head`` splits)."""
     cases = [c for c in dataset.cases if not c.problem]
     if train_split is not None and len(cases) >= 2:
-        from automedseg.data.planes import split_cases
-
         fraction, seed, limit = train_split
         usable = sorted(c.case_id for c in cases)[:limit]
         train, _ = split_cases(usable, fraction, seed)

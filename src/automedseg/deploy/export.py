@@ -1,7 +1,7 @@
 """Export the pipeline's PyTorch models to ONNX, each checked against PyTorch.
 
 Four models, each written as ``<path>.onnx`` with a card ``<path>.json`` beside it (both
-atomically; the runtime in ``deploy.runtime`` reads them back without torch):
+atomically; the runtime in ``runtime.onnx`` reads them back without torch):
 
 ============================  =================================  ==============================
 model                         inputs                             outputs
@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 import automedseg
+from automedseg import io
 from automedseg.checkpoints import file_sha256
 from automedseg.errors import WeightsError
 from automedseg.runtime.onnx import (
@@ -256,8 +257,6 @@ def export_module(
     extra: dict[str, Any] | None = None,
 ) -> Exported:
     """Export ``module`` traced on ``example``, check it, write the ``.onnx`` and its card."""
-    from automedseg import io
-
     onnx_path = Path(path).with_suffix(".onnx")
     module = module.eval()
     data = _to_onnx(module, example, input_names, output_names, dynamic_shapes)

@@ -8,7 +8,7 @@ needs no calibration. Every operator type a recipe leaves out (softmax, layer no
 decoder's upsampling, ...) stays float32. Which recipe a model gets is decided by measurement
 (``deploy.fidelity``), not here.
 
-The quantized model keeps its source's inputs, outputs and card fields, so ``deploy.runtime``
+The quantized model keeps its source's inputs, outputs and card fields, so ``runtime.onnx``
 loads it like the float32 one; its card adds ``precision`` "int8" and ``quantization`` (the
 recipe, the calibration count, the source ONNX file's SHA-256 and the onnxruntime version).
 """

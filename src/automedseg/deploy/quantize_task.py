@@ -6,7 +6,7 @@ encoder, then the mask decoder, then the prompter head: each candidate recipe me
 against the reference (``deploy.fidelity``), the fastest within the Dice budget kept →
 the chosen set in OUT/int8 and the report OUT/quantization.json.
 
-Output layout (``deploy.model_set`` reads it)::
+Output layout (``runtime.model_set`` reads it)::
 
     OUT/onnx/{image_encoder,mask_decoder,prompter}.onnx + .json   float32
     OUT/int8/{image_encoder,mask_decoder,prompter}.onnx + .json   the chosen INT8 set
@@ -92,14 +92,14 @@ def quantize_task(
     task_ = resolve_task(task, prompter_card)
     if task_ is None:
         raise AutomedsegError("give exactly one of --task NAME or --prompter CARD.json")
-    models = load_models(task_, runtime="torch", segmenter_weights=segmenter_weights)
     card_path = task_.prompter
     card = read_card(card_path)
     if card.get("kind") != "head":
         raise WeightsError(
             f"only head prompters can be quantized so far, this is {card.get('kind')!r}", card_path
         )
-    planes = _planes(calib, card, limit)
+    planes = _planes(calib, card, limit)  # before the models load: a poor folder fails fast
+    models = load_models(task_, runtime="torch", segmenter_weights=segmenter_weights)
     out = Path(out)
     _say(f"{len(planes.calibration)} calibration + {len(planes.held_out)} held-out planes "
          f"from {planes.source}")  # fmt: skip
@@ -179,7 +179,11 @@ def quantize_task(
         },  # fmt: skip
         "reference": f"float32 PyTorch pipeline ({segmenter} + the task's head prompter)",
         "segmenter_delta": delta
-        and {"card": delta["_path"], "sha256": delta_sha256, "method": delta.get("method")},
+        and {
+            "card": Path(delta["_path"]).name,
+            "sha256": delta_sha256,
+            "method": delta.get("method"),
+        },
         "onnx_float32": {**onnx_fidelity.as_dict(), "mb": _set_mb(float32)},
         "candidates": [
             {
@@ -219,7 +223,9 @@ def _planes(calib: str | Path | None, card: dict, limit: int) -> Planes:
             )
         calib = data
     split = None
-    if training and Path(calib).resolve() == Path(training.get("data", "")).resolve():
+    # The training data set itself (cards record its path, shipped cards only its name):
+    # calibrate on its training split, never on the validation cases.
+    if training and Path(calib).resolve().name == Path(training.get("data", "")).name:
         cases = training.get("case_limit")
         split = (float(training["val_fraction"]), int(training["seed"]), cases)
     training = training or {}

@@ -194,8 +194,9 @@ def evaluate(
     the ONNX models of ``model_set`` (or of the task) on ONNX Runtime; the models are
     assembled by ``tasks.load_models``, or passed in ready as ``models``. ``predictions``
     instead scores another tool's label maps, one file per case named like the data set's
-    masks (see ``datasets.load_prediction``), with the same metrics (mode "predictions"). ``segmenter_weights`` is the card of a fine-tuned
-    LiteMedSAM part (``automedseg train segmenter``; torch runtime). Returns the summary.
+    masks (see ``datasets.load_prediction``), with the same metrics (mode "predictions").
+    ``segmenter_weights`` is the card of a fine-tuned LiteMedSAM part (``automedseg train
+    segmenter``; torch runtime). Returns the summary.
     """
     modes = {"oracle": ["oracle"], "auto": ["auto"], "both": ["oracle", "auto"]}.get(prompts)
     if modes is None:

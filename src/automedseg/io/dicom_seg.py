@@ -22,25 +22,10 @@ from typing import Any
 
 import numpy as np
 
+import automedseg
 from automedseg.errors import InputError
 from automedseg.io._common import atomic_open, has_dicom_magic
 from automedseg.io.dicom import frame_order
-
-
-def _version() -> str:
-    import automedseg
-
-    version = getattr(automedseg, "__version__", None)
-    if version:
-        return str(version)
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as installed
-
-    try:
-        return installed("automedseg")
-    except PackageNotFoundError:
-        return "unknown"
-
 
 # Type 2 (required, may be empty) patient/study attributes highdicom copies from the source;
 # de-identified files often drop them.
@@ -100,7 +85,9 @@ def _descriptions(values: list[int], names: Mapping[int, str]) -> list[Any]:
     from pydicom.sr.codedict import codes
 
     algorithm = hd.AlgorithmIdentificationSequence(
-        name="automedseg", family=codes.cid7162.ArtificialIntelligence, version=_version()
+        name="automedseg",
+        family=codes.cid7162.ArtificialIntelligence,
+        version=automedseg.__version__,
     )
     return [
         hd.seg.SegmentDescription(
@@ -167,7 +154,7 @@ def write_dicom_seg(
             instance_number=1,
             manufacturer="automedseg",
             manufacturer_model_name="automedseg",
-            software_versions=_version(),
+            software_versions=automedseg.__version__,
             device_serial_number="1",
             content_description="automedseg segmentation",
         )

@@ -17,7 +17,10 @@ from automedseg.io._common import (
     is_raster_name,
     reading,
 )
+from automedseg.io.dicom import read_dicom_file
+from automedseg.io.dicom_series import read_dicom_series
 from automedseg.io.frames import frame_files, read_frames
+from automedseg.io.nifti import read_nifti
 from automedseg.io.raster import pil_to_array, read_raster
 from automedseg.io.video import is_video_name, read_video
 from automedseg.types import Image
@@ -60,8 +63,6 @@ def _holds_dicom(folder: Path, frames: list[Path]) -> bool:
 
 def _read_folder(folder: Path) -> Image:
     """The DICOM series of ``folder`` when it holds DICOM files, else its frame images."""
-    from automedseg.io.dicom_series import read_dicom_series
-
     frames = frame_files(folder)
     if frames and not _holds_dicom(folder, frames):
         return read_frames(folder)
@@ -71,8 +72,6 @@ def _read_folder(folder: Path) -> Image:
 
 def _read_unknown(path: Path) -> Image:
     """No known extension or magic: try Pillow, then pydicom (DICOM without preamble)."""
-    from automedseg.io.dicom import read_dicom_file
-
     for reader in (read_raster, read_dicom_file):
         try:
             return reader(path)
@@ -101,12 +100,8 @@ def read_image(path: str | os.PathLike[str]) -> Image:
     if kind == "folder":
         image = _read_folder(path)
     elif kind == "nifti":
-        from automedseg.io.nifti import read_nifti
-
         image = read_nifti(path)
     elif kind == "dicom":
-        from automedseg.io.dicom import read_dicom_file
-
         image = read_dicom_file(path)
     elif kind == "video":
         image = read_video(path)

@@ -1,7 +1,7 @@
 """Class probability maps in LiteMedSAM's model space → boxes in original-image pixels.
 
 Torch-free, so that the PyTorch head prompter (``prompt.head``) and the ONNX Runtime one
-(``deploy.runtime``) share it. The maps are (K, 256, 256) in the padded model space (see
+(``runtime.onnx``) share it. The maps are (K, 256, 256) in the padded model space (see
 ``segment.model_space``); boxes are XYXY inclusive pixels of the original image.
 """
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from automedseg.checkpoints import load_checkpoint
 from automedseg.errors import WeightsError
 from automedseg.prompt.base import card_propagation
 from automedseg.prompt.components import map_prompter_boxes
@@ -98,8 +99,6 @@ class HeadPrompter:
 
 def load_head_prompter(card_path: str | Path) -> HeadPrompter:
     """A trained head from its card; refuses cards of another kind or shape."""
-    from automedseg.checkpoints import load_checkpoint
-
     card, state = load_checkpoint(card_path)
     if card.get("kind") != "head":
         raise WeightsError(f"not a head prompter card (kind {card.get('kind')!r})", card_path)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from automedseg.checkpoints import load_checkpoint
 from automedseg.errors import InputError, WeightsError
 from automedseg.prompt.base import card_propagation
 from automedseg.types import Boxes
@@ -253,8 +254,6 @@ def load_yolonas_prompter(
             "labels": labels,
         }
     else:
-        from automedseg.checkpoints import load_checkpoint
-
         card, state = load_checkpoint(path)
         if card.get("kind") != KIND:
             raise WeightsError(f"not a YOLO-NAS model card (kind is {card.get('kind')!r})", path)

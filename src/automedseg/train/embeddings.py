@@ -23,11 +23,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from automedseg.data.datasets import DataSet
-from automedseg.data.planes import Plane
+from automedseg import io
+from automedseg.data.datasets import DataSet, find_cases
+from automedseg.data.planes import Plane, augmented, iter_planes, split_cases
 from automedseg.errors import InputError
 from automedseg.prompt.oracle import oracle_boxes
-from automedseg.segment.litemedsam import IMAGE_SIZE, LiteMedSAMPredictor, resized_shape
+from automedseg.segment.litemedsam import (
+    IMAGE_SIZE,
+    PACKAGED_WEIGHTS_SHA256,
+    LiteMedSAMPredictor,
+    resized_shape,
+)
 from automedseg.types import Boxes
 
 
@@ -163,10 +169,6 @@ def split_data(
 ) -> Split:
     """Split the usable cases (the first ``limit``) and write OUT/train_cases.txt and
     val_cases.txt."""
-    from automedseg import io
-    from automedseg.data.datasets import find_cases
-    from automedseg.data.planes import split_cases
-
     dataset = find_cases(data)
     usable = sorted(c.case_id for c in dataset.cases if not c.problem)[:limit]
     train_ids, val_ids = split_cases(usable, val_fraction, seed)
@@ -201,9 +203,6 @@ def cached_split(
     ``delta_sha256`` names the adapter delta in ``predictor``'s encoder, if any. With
     ``augment_copies`` N, N augmented copies of every training plane (``train.data.augmented``)
     are cached and trained on too."""
-    from automedseg.data.planes import augmented, iter_planes
-    from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256
-
     split = split_data(data, out, val_fraction=val_fraction, seed=seed, limit=limit)
     dataset, train_ids, val_ids = split.dataset, split.train_ids, split.val_ids
     cache_dir = Path(cache) if cache else out / "cache"

@@ -42,10 +42,11 @@ from scipy import ndimage
 
 from automedseg.checkpoints import read_training_state
 from automedseg.data.datasets import LabelChoice
-from automedseg.data.planes import Plane
+from automedseg.data.planes import Plane, iter_planes
 from automedseg.errors import InputError
 from automedseg.segment.adapter import AdapterConfig
 from automedseg.segment.delta import METHODS, load_trained, save_delta, trainable, trained_state
+from automedseg.segment.litemedsam import LiteMedSAMPredictor, load_litemedsam, preprocess
 from automedseg.train.embeddings import (
     CachedPlane,
     Split,
@@ -131,8 +132,6 @@ def cached_examples(entries: Iterable[CachedPlane]) -> Iterator[Example]:
 
 def image_example(plane: Plane) -> Example:
     """An example of ``adapter``: the plane's model input, as ``LiteMedSAMPredictor`` makes it."""
-    from automedseg.segment.litemedsam import preprocess
-
     tensor, resized = preprocess(plane.image)
     return Example(tensor[0].numpy(), padded_target(plane.labels), resized)
 
@@ -143,8 +142,6 @@ def image_examples(
 ) -> Iterator[Example]:  # fmt: skip
     """Examples of ``adapter``: the cases in ``rng``'s order, of each at most
     ``planes_per_case`` (None: all) random planes with foreground, read from the data set."""
-    from automedseg.data.planes import iter_planes
-
     for case_id in rng.permutation(np.array(case_ids, dtype=object)):
         planes = iter_planes(split.dataset, [case_id], channel, 0.0, 0, choice)
         planes = [p for p in planes if p.labels.any()]
@@ -249,8 +246,6 @@ def _decoder_data(
     channel: int, choice: LabelChoice, limit: int | None, val_planes: int | None,
 ) -> _Data:  # fmt: skip
     """The cached embeddings of the split's planes with foreground (cached here if new)."""
-    from automedseg.segment.litemedsam import LiteMedSAMPredictor
-
     split = cached_split(
         data, out, cache, LiteMedSAMPredictor(model), val_fraction=val_fraction, seed=seed,
         channel=channel, choice=choice, limit=limit, empty_fraction=0.0, progress=progress,
@@ -324,8 +319,6 @@ def train_segmenter(
     ``exact`` or ``jittered`` boxes (see the module docstring). With ``resume`` training
     continues from ``out/last.pt``.
     """
-    from automedseg.segment.litemedsam import load_litemedsam
-
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {METHODS}")
     if select not in SELECTIONS:

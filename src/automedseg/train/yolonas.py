@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from automedseg.checkpoints import read_training_state
+from automedseg import io
+from automedseg.checkpoints import read_training_state, save_checkpoint
 from automedseg.data.datasets import LabelChoice
 from automedseg.errors import InputError
 from automedseg.evaluate.metrics import detection_metrics
@@ -201,9 +202,6 @@ def train_yolonas(
     training cases but not in the validation cases is a **warning** (its detection is just
     not measured): on small or video data sets a rare class often lands on one side only.
     """
-    from automedseg import io
-    from automedseg.checkpoints import save_checkpoint
-
     started = time.monotonic()
     data_root, out = Path(data_root), Path(out)
     if input_size < 32 or input_size % 32:

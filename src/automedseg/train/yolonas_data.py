@@ -25,9 +25,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from automedseg.data.datasets import LabelChoice
+from automedseg import io
+from automedseg.data.datasets import LabelChoice, class_names, find_cases, image_files, stem
+from automedseg.data.planes import iter_planes, split_cases
 from automedseg.errors import InputError
+from automedseg.intensity import to_unit_range
+from automedseg.prompt.oracle import oracle_boxes
 from automedseg.prompt.yolonas import letterbox, resize_image, resized_shape
+from automedseg.train.box_annotations import class_order, read_box_annotations
 
 if TYPE_CHECKING:
     from automedseg.data.datasets import DataSet
@@ -127,9 +132,6 @@ def samples_from_masks(
 ) -> list[Sample]:
     """Samples of the given cases with one box per connected component of each label chosen
     by ``label_choice`` (default: every label)."""
-    from automedseg.data.planes import iter_planes
-    from automedseg.prompt.oracle import oracle_boxes
-
     samples = []
     for plane in iter_planes(data, case_ids, channel, empty_fraction, seed, label_choice):
         boxes = oracle_boxes(plane.labels)
@@ -144,11 +146,6 @@ def samples_from_box_file(
 ) -> tuple[list[Sample], dict[int, str]]:
     """Samples of the images in ``root/images`` that the box file annotates, and the labels
     (value i + 1 = the i-th class name in natural order)."""
-    from automedseg import io
-    from automedseg.data.datasets import image_files, stem
-    from automedseg.intensity import to_unit_range
-    from automedseg.train.box_annotations import class_order, read_box_annotations
-
     folder = root / "images"
     if not folder.is_dir():
         raise InputError("a box file needs a 2D data set with an images/ folder", root)
@@ -195,8 +192,6 @@ def load_samples(
     ``label_choice`` keeps only some labels of the masks or makes them one class, 1 (e.g.
     BraTS labels 1-4 → whole tumour); a box file is not affected.
     """
-    from automedseg.data.planes import split_cases
-
     if boxes_file is not None:
         everything, names = samples_from_box_file(root, Path(boxes_file), size, say)
         if not everything:
@@ -206,8 +201,6 @@ def load_samples(
         train = [s for s in everything if s.case_id not in chosen]
         val = [s for s in everything if s.case_id in chosen]
     else:
-        from automedseg.data.datasets import class_names, find_cases
-
         data = find_cases(root)
         usable = [c.case_id for c in data.cases if not c.problem]
         if not usable:

@@ -1,0 +1,62 @@
+"""Validation Dice of a shipped task, automatic prompts next to oracle boxes, as users run it.
+
+    python benchmarks/task_validation.py --task lungs --datasets ../shared/datasets \
+        --out runs/validation_lungs [--runtime torch] [--threads 1]
+
+Rebuilds the validation split the task's prompter was trained without (from its card: data
+set, seed, validation fraction, case limit, labels), then runs ``evaluate --prompts both`` on
+the shipped task with its default runtime. ``make records`` copies OUT's summary.json and
+per_case.csv into benchmarks/records/validation_<task>; ``scripts/task_about.py`` writes the
+figures into the task's task.json, and ``make compare`` into docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from automedseg.checkpoints import read_card
+from automedseg.data.datasets import LabelChoice, find_cases
+from automedseg.data.planes import split_cases
+from automedseg.evaluate.runner import evaluate
+from automedseg.tasks import get_task, load_models
+
+
+def validation_split(task: str, datasets: Path, out: Path) -> tuple[Path, Path, LabelChoice]:
+    """(data folder, split file written in ``out``, label choice) of ``task``'s training."""
+    training = read_card(get_task(task).prompter)["training"]
+    data = datasets / Path(training["data"]).name
+    dataset = find_cases(data)
+    usable = sorted(c.case_id for c in dataset.cases if not c.problem)[: training["case_limit"]]
+    _, val = split_cases(usable, training["val_fraction"], training["seed"])
+    out.mkdir(parents=True, exist_ok=True)
+    split = out / "val_cases.txt"
+    split.write_text("\n".join(val) + "\n")
+    keep = training.get("keep_labels")
+    choice = LabelChoice(None if keep is None else tuple(keep), bool(training["merge_labels"]))
+    return data, split, choice
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True)
+    parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--runtime", default=None, help="default: the task's own default")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data, split, choice = validation_split(args.task, args.datasets, args.out)
+    models = load_models(args.task, runtime=args.runtime, threads=args.threads)
+    summary = evaluate(
+        data, args.out, prompts="both", split=split, task=args.task, label_choice=choice,
+        models=models, progress=False,
+    )  # fmt: skip
+    for mode, figures in summary["modes"].items():
+        print(f"{args.task} {mode}: Dice {figures['dice_mean']:.4f} on {figures['n_cases']} cases")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Write each shipped task's validation figures into its task.json, from the run records.
+
+    python scripts/task_about.py [--check]
+
+Reads benchmarks/records/validation_<task>/summary.json (written by
+benchmarks/task_validation.py, copied by ``make records``) and sets ``validation`` in
+src/automedseg/models/<task>/task.json: mean Dice with automatic prompts and with oracle
+boxes, the number of validation cases, the runtime and the record's name. ``--check`` exits
+1 when a task.json differs from what the records give (``make test`` runs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / "benchmarks" / "records"
+MODELS = ROOT / "src" / "automedseg" / "models"
+UNITS = {"2d": "images", "nnunet": "volumes", "sequences": "videos"}
+
+
+def validation(task: str) -> dict | None:
+    record = RECORDS / f"validation_{task}" / "summary.json"
+    if not record.is_file():
+        return None
+    summary = json.loads(record.read_text())
+    modes = summary["modes"]
+    return {
+        "auto_dice": modes["auto"]["dice_mean"],
+        "oracle_dice": modes["oracle"]["dice_mean"],
+        "cases": modes["auto"]["n_cases"],
+        "unit": UNITS.get(summary["layout"], "cases"),
+        "runtime": summary["runtime"],
+        "record": f"benchmarks/records/validation_{task}",
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    stale = []
+    for path in sorted(MODELS.glob("*/task.json")):
+        about = json.loads(path.read_text())
+        figures = validation(path.parent.name)
+        if about.get("validation") == figures:
+            continue
+        stale.append(path.parent.name)
+        if not args.check:
+            about["validation"] = figures
+            path.write_text(json.dumps(about, indent=2) + "\n")
+    if args.check and stale:
+        print(f"task.json out of date for {', '.join(stale)}: run scripts/task_about.py")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
