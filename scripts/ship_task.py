@@ -13,6 +13,7 @@ from the task's shipped prompter (with them, the task's default runtime is int8)
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -34,12 +35,23 @@ def ship(card_path: Path, task: str, names: dict[str, str]) -> Path:
         raise SystemExit(f"labels {sorted(unknown)} are not in the card: {card['labels']}")
     card.update(task=task, weights_file="prompter.safetensors")
     card["labels"].update(names)
-    return io.write_json(target / "prompter.json", card)
+    return io.write_json(target / "prompter.json", without_paths(card))
+
+
+def without_paths(card: dict) -> dict:
+    """The card with this machine's paths reduced to names (the data set's folder name, the
+    split file's name): a shipped card says what it was trained on, not where it was."""
+    for record in (card.get("training"), (card.get("propagation") or {}).get("chosen_on")):
+        for key in ("data", "split"):
+            if isinstance(record, dict) and record.get(key):
+                record[key] = Path(record[key]).name
+    delta = (card.get("segmenter") or {}).get("delta")
+    if delta and delta.get("card"):
+        delta["card"] = "segmenter.json"  # shipped beside it
+    return card
 
 
 def ship_int8(models: Path, task: str) -> Path:
-    import json
-
     report = json.loads((models / "quantization.json").read_text())
     shipped = read_card(MODELS_DIR / task / "prompter.json")
     if report.get("prompter_weights_sha256") != shipped["sha256"]:

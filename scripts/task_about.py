@@ -1,12 +1,13 @@
 """Write each shipped task's validation figures into its task.json, from the run records.
 
-    python scripts/task_about.py [--check]
+    python scripts/task_about.py [--check] [--table OUT.md]
 
 Reads benchmarks/records/validation_<task>/summary.json (written by
 benchmarks/task_validation.py, copied by ``make records``) and sets ``validation`` in
 src/automedseg/models/<task>/task.json: mean Dice with automatic prompts and with oracle
 boxes, the number of validation cases, the runtime and the record's name. ``--check`` exits
-1 when a task.json differs from what the records give (``make test`` runs it).
+1 when a task.json differs from what the records give (``make test`` runs it); ``--table``
+writes the tasks' table for docs/results.md (``make compare``).
 """
 
 from __future__ import annotations
@@ -38,20 +39,48 @@ def validation(task: str) -> dict | None:
     }
 
 
+def table(abouts: dict[str, dict]) -> str:
+    lines = [
+        "## Shipped tasks: validation Dice, automatic prompts and oracle boxes",
+        "",
+        "`benchmarks/task_validation.py --task NAME` on the validation split the task's prompter"
+        " was not trained on, the task's default runtime, 1 thread.",
+        "",
+        "| task | modality | labels | validation cases | Dice, automatic | Dice, oracle boxes "
+        "| runtime | record |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, about in abouts.items():
+        labels = ", ".join(f"{v} {n}" for v, n in about["labels"].items())
+        v = about.get("validation")
+        figures = (
+            f"{v['cases']} {v['unit']} | {v['auto_dice']:.3f} | {v['oracle_dice']:.3f} | "
+            f"{v['runtime']} | `{v['record']}`"
+            if v
+            else "not measured | | | |"
+        )
+        lines.append(f"| `{name}` | {about['modality']} | {labels} | {figures} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
+    parser.add_argument("--table", type=Path, help="write the tasks' Markdown table here")
     args = parser.parse_args()
-    stale = []
+    stale, abouts = [], {}
     for path in sorted(MODELS.glob("*/task.json")):
         about = json.loads(path.read_text())
         figures = validation(path.parent.name)
+        abouts[path.parent.name] = {**about, "validation": figures}
         if about.get("validation") == figures:
             continue
         stale.append(path.parent.name)
         if not args.check:
             about["validation"] = figures
             path.write_text(json.dumps(about, indent=2) + "\n")
+    if args.table:
+        args.table.write_text(table(abouts))
     if args.check and stale:
         print(f"task.json out of date for {', '.join(stale)}: run scripts/task_about.py")
         return 1

@@ -14,7 +14,7 @@ from automedseg.types import Boxes
 class Prompter(Protocol):
     """Finds the objects of its classes on one 2D plane.
 
-    ``image`` is the plane already in [0, 1] ((H, W) or (H, W, 3), see ``segment.intensity``);
+    ``image`` is the plane already in [0, 1] ((H, W) or (H, W, 3), see ``automedseg.intensity``);
     ``embedding`` is LiteMedSAM's image embedding of the same plane when the caller has it
     (prompters that reuse the segmenter's encoder need it, others ignore it). The boxes are
     XYXY inclusive pixels of ``image``, with the class label and a score in [0, 1]; only boxes

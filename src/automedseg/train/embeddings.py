@@ -201,7 +201,7 @@ def cached_split(
     """Split the usable cases (the first ``limit``), write OUT/train_cases.txt and
     val_cases.txt, and cache every plane's embedding in ``cache`` (default OUT/cache).
     ``delta_sha256`` names the adapter delta in ``predictor``'s encoder, if any. With
-    ``augment_copies`` N, N augmented copies of every training plane (``train.data.augmented``)
+    ``augment_copies`` N, N augmented copies of every training plane (``data.planes.augmented``)
     are cached and trained on too."""
     split = split_data(data, out, val_fraction=val_fraction, seed=seed, limit=limit)
     dataset, train_ids, val_ids = split.dataset, split.train_ids, split.val_ids

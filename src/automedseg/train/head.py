@@ -193,7 +193,7 @@ def train_head(
     it; the card records the delta). Embeddings are cached in ``cache`` (default
     ``out/cache``); with ``resume`` training continues from ``out/last.pt``. ``limit`` uses
     only the first N usable cases (sorted by id) for a quicker run. ``augment_copies`` N adds
-    N augmented copies of every training plane (``train.data.augmented``), each embedded once
+    N augmented copies of every training plane (``data.planes.augmented``), each embedded once
     into the cache: N + 1 times the training planes, and N times the images to encode again.
     """
     if augment_copies < 0:
@@ -282,7 +282,7 @@ def train_head(
             "sha256": PACKAGED_WEIGHTS_SHA256,
             **({} if delta is None else {"delta": delta}),
         },
-        "preprocessing": "segment.intensity.to_unit_range, LiteMedSAM 256 longest side + pad",
+        "preprocessing": "automedseg.intensity.to_unit_range, LiteMedSAM 256 longest side + pad",
         "training": {
             **split.record(val_fraction, seed, channel, label_choice, limit),
             "epochs": epochs,

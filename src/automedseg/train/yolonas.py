@@ -187,7 +187,7 @@ def train_yolonas(
     augmentation: Augmentation | None = Augmentation(),  # noqa: B008 (frozen: immutable)
     threads: int | None = None,
 ) -> Path:
-    """Train a YOLO-NAS prompter on ``data_root`` (any ``evaluate.datasets`` layout); write
+    """Train a YOLO-NAS prompter on ``data_root`` (any ``data.datasets`` layout); write
     ``out/yolonas.safetensors`` + ``out/yolonas.json`` (the card, returned), ``last.pt``,
     ``train.log``, ``train_cases.txt`` and ``val_cases.txt``.
 
@@ -355,7 +355,7 @@ def train_yolonas(
             "kind": KIND,
             "architecture": {"size": size, "num_classes": len(values), "input_size": input_size},
             "preprocessing": (
-                "image in [0, 1] (segment.intensity); gray repeated to 3 channels; longest "
+                "image in [0, 1] (automedseg.intensity); gray repeated to 3 channels; longest "
                 "side resized to input_size (bilinear, antialiased), padded bottom/right with 0"
             ),
             "labels": {str(v): n for v, n in labels.items()},

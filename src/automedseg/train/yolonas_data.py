@@ -1,9 +1,9 @@
 """Training data for the YOLO-NAS prompter: samples, augmentation and batches.
 
-* **Samples**: the planes of a data set (``train.data.iter_planes``) with one box per
+* **Samples**: the planes of a data set (``data.planes.iter_planes``) with one box per
   connected component of each label of the masks (``prompt.oracle``), or the boxes of a box
   file (``train.box_annotations``) for a 2D ``images/`` folder. Cases are split with
-  ``train.data.split_cases``. Images are kept in memory as uint8, shrunk so the longest side
+  ``data.planes.split_cases``. Images are kept in memory as uint8, shrunk so the longest side
   is at most the input size.
 * **Boxes** of a ``Sample`` are *continuous* XYXY: the inclusive pixel box ``x0 … x1`` (the
   project's convention, ``evaluate.metrics``) is the continuous box ``[x0, x1 + 1)``, which
