@@ -21,12 +21,9 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from automedseg.evaluate.metrics import dice
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
 
 
 def segment(inputs: list[Path], out: Path, *options: str) -> None:

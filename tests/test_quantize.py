@@ -22,6 +22,7 @@ from automedseg.prompt.head import EmbeddingHead, HeadPrompter
 from automedseg.prompt.oracle import FixedBoxes
 from automedseg.runtime import onnx as runtime
 from automedseg.runtime.model_set import REPORT, choose_runtime, load_model_set
+from automedseg.tasks import get_task
 from automedseg.types import Boxes
 from conftest import EXAMPLES  # noqa: I001
 
@@ -148,9 +149,7 @@ def test_shipped_int8_set_segments_without_torch_and_refuses_another_prompter(tm
     assert done.returncode == 0, done.stderr  # the default runtime is int8: no torch imported
     summary = json.loads((tmp_path / f"{image.stem}.json").read_text())
     assert summary["objects"] and io.read_image(tmp_path / f"{image.stem}_mask.png").array.any()
-    from automedseg.runtime.model_set import task_model_set
-
-    folder = task_model_set("polyp")
+    folder = get_task("polyp").model_set
     with pytest.raises(WeightsError, match="made from another prompter"):
         load_model_set(folder, "int8", "f" * 64)
     copy = tmp_path / "set"
@@ -221,7 +220,6 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path
     saved = json.loads((tmp_path / "out" / REPORT).read_text())
     assert saved["int8"] == int8
     from automedseg.checkpoints import read_card
-    from automedseg.tasks import get_task
 
     sha = read_card(get_task("polyp").prompter)["sha256"]
     model_set = load_model_set(tmp_path / "out", "int8", sha)
