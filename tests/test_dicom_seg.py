@@ -14,7 +14,9 @@ from pydicom.uid import generate_uid
 
 from automedseg import io
 from automedseg.api import segment_files
-from automedseg.tasks import Models
+from automedseg.prompt.oracle import FixedBoxes
+from automedseg.tasks import Models, Task
+from automedseg.types import Boxes
 from test_io import (  # noqa: I001
     COL_COS,
     DX_STORAGE,
@@ -275,3 +277,17 @@ def test_nothing_found_writes_no_seg(tmp_path):
     written: list[Path] = []
     write_result(image, empty, tmp_path / "out", "ct", written)
     assert sorted(p.name for p in written) == ["ct.json", "ct_overlay.png", "ct_seg.nii.gz"]
+
+
+def test_a_tasks_label_names_name_the_dicom_seg_segments(tmp_path, box_filler):
+    """Automatic prompts: the segments carry the task's label names (task.json), not
+    "label 1"."""
+    folder = ct_series(tmp_path / "ct")
+    finder = FixedBoxes(Boxes.from_list([(2, 1, 5, 3)]))
+    task = Task("liver", None, about={"labels": {"1": "liver"}})
+    models = Models(finder, box_filler.segmenter, "torch", task)
+    outcomes = segment_files([folder], tmp_path / "out", propagate=False, progress=False,
+                             models=models)  # fmt: skip
+    assert [o.error for o in outcomes] == [None]
+    seg = pydicom.dcmread(tmp_path / "out" / "ct_seg.dcm")
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["liver"]
