@@ -16,6 +16,7 @@ what was loaded. Everything that runs models (``api.segment_files``, ``evaluate`
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,8 +281,6 @@ def check_embedding(card_path: Path | None, delta: Path | None) -> None:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    import json
-
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, ValueError) as error:
