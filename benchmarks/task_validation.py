@@ -19,7 +19,7 @@ import torch
 
 from automedseg.checkpoints import read_card
 from automedseg.data.datasets import LabelChoice, find_cases
-from automedseg.data.planes import split_cases
+from automedseg.data.planes import split_usable
 from automedseg.evaluate.runner import evaluate
 from automedseg.tasks import get_task, load_models
 
@@ -29,14 +29,13 @@ def validation_split(task: str, datasets: Path, out: Path) -> tuple[Path, Path, 
     training = read_card(get_task(task).prompter)["training"]
     data = datasets / Path(training["data"]).name
     dataset = find_cases(data)
-    usable = sorted(c.case_id for c in dataset.cases if not c.problem)[: training["case_limit"]]
-    _, val = split_cases(usable, training["val_fraction"], training["seed"])
+    usable = [c.case_id for c in dataset.cases if not c.problem]
+    limit = training["case_limit"]
+    _, val = split_usable(usable, training["val_fraction"], training["seed"], limit)
     out.mkdir(parents=True, exist_ok=True)
     split = out / "val_cases.txt"
     split.write_text("\n".join(val) + "\n")
-    keep = training.get("keep_labels")
-    choice = LabelChoice(None if keep is None else tuple(keep), bool(training["merge_labels"]))
-    return data, split, choice
+    return data, split, LabelChoice.of_record(training)
 
 
 def main() -> None:

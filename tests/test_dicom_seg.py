@@ -17,6 +17,7 @@ from automedseg.api import segment_files
 from automedseg.prompt.oracle import FixedBoxes
 from automedseg.tasks import Models, Task
 from automedseg.types import Boxes
+from conftest import BoxFiller  # noqa: I001
 from test_io import (  # noqa: I001
     COL_COS,
     DX_STORAGE,
@@ -177,22 +178,6 @@ def test_empty_bad_and_failed_writes_leave_no_file(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- geometry through the CLI
-
-
-class BoxFiller:
-    """A stand-in for LiteMedSAM: each box's mask is the box itself."""
-
-    def __init__(self) -> None:
-        self.shape: tuple[int, int] = (0, 0)
-
-    def set_image(self, image: np.ndarray) -> None:
-        self.shape = image.shape[:2]
-
-    def predict(self, boxes_xyxy: np.ndarray) -> np.ndarray:
-        masks = np.zeros((len(boxes_xyxy), *self.shape), bool)
-        for mask, (x0, y0, x1, y1) in zip(masks, np.asarray(boxes_xyxy, int), strict=True):
-            mask[y0 : y1 + 1, x0 : x1 + 1] = True
-        return masks
 
 
 @pytest.fixture()

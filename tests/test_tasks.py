@@ -28,7 +28,7 @@ from automedseg.tasks import (
     task_of_card,
 )
 from automedseg.types import Boxes
-from conftest import EXAMPLES  # noqa: I001
+from conftest import EXAMPLES, BoxFiller  # noqa: I001
 
 ABOUT_FIELDS = ("name", "modality", "input", "labels", "training_data", "intended_use")
 
@@ -100,19 +100,6 @@ def test_runtime_choices_that_cannot_work_are_refused_before_loading():
         load_models("polyp", segmenter="sam3")
     with pytest.raises(AutomedsegError, match="does not take"):
         load_models("polyp", runtime="int8", segmenter_weights="delta.json")
-
-
-class BoxFiller:
-    """A stand-in segmenter: each box's mask is the box itself."""
-
-    def set_image(self, image: np.ndarray) -> None:
-        self.shape = image.shape[:2]
-
-    def predict(self, boxes_xyxy: np.ndarray) -> np.ndarray:
-        masks = np.zeros((len(boxes_xyxy), *self.shape), bool)
-        for mask, (x0, y0, x1, y1) in zip(masks, np.asarray(boxes_xyxy, int), strict=True):
-            mask[y0 : y1 + 1, x0 : x1 + 1] = True
-        return masks
 
 
 def test_segment_files_runs_the_models_it_is_given_and_names_their_labels(tmp_path):

@@ -54,6 +54,12 @@ class LabelChoice:
             truth = np.where(np.isin(truth, self.keep), truth, 0).astype(truth.dtype)
         return (truth > 0).astype(np.uint8) if self.merge else truth
 
+    @classmethod
+    def of_record(cls, record: dict) -> LabelChoice:
+        """The choice a card's ``training`` record (``as_dict``'s keys) names."""
+        keep = record.get("keep_labels")
+        return cls(None if keep is None else tuple(keep), bool(record.get("merge_labels")))
+
     def as_dict(self) -> dict:
         """For cards and cache keys: ``keep_labels`` (list or None) and ``merge_labels``."""
         keep = None if self.keep is None else [int(v) for v in self.keep]

@@ -70,6 +70,14 @@ def split_cases(
     return sorted(set(ids) - set(val)), val
 
 
+def split_usable(
+    case_ids: list[str], val_fraction: float, seed: int = 0, limit: int | None = None
+) -> tuple[list[str], list[str]]:
+    """``split_cases`` of the first ``limit`` of the sorted ids: how ``train`` splits a data
+    set's usable cases (and how a card's ``training`` record rebuilds that split)."""
+    return split_cases(sorted(case_ids)[:limit], val_fraction, seed)
+
+
 def iter_planes(
     data: DataSet,
     case_ids: list[str] | None = None,

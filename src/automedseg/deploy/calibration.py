@@ -22,7 +22,7 @@ from automedseg.data.datasets import (
     image_files,
     load_case,
 )
-from automedseg.data.planes import split_cases
+from automedseg.data.planes import split_usable
 from automedseg.errors import AutomedsegError, InputError
 from automedseg.intensity import to_unit_range
 from automedseg.types import Image
@@ -112,8 +112,7 @@ def _training_cases(
     cases = [c for c in dataset.cases if not c.problem]
     if train_split is not None and len(cases) >= 2:
         fraction, seed, limit = train_split
-        usable = sorted(c.case_id for c in cases)[:limit]
-        train, _ = split_cases(usable, fraction, seed)
+        train, _ = split_usable([c.case_id for c in cases], fraction, seed, limit)
         keep = set(train)
         cases = [c for c in cases if c.case_id in keep]
     return cases

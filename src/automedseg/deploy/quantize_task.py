@@ -229,8 +229,7 @@ def _planes(calib: str | Path | None, card: dict, limit: int) -> Planes:
         cases = training.get("case_limit")
         split = (float(training["val_fraction"]), int(training["seed"]), cases)
     training = training or {}
-    keep = training.get("keep_labels")
-    choice = LabelChoice(None if keep is None else tuple(keep), bool(training.get("merge_labels")))
+    choice = LabelChoice.of_record(training)
     return calibration_planes(calib, limit, split, int(training.get("channel", 0)), choice)
 
 

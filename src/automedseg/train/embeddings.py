@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from automedseg import io
 from automedseg.data.datasets import DataSet, find_cases
-from automedseg.data.planes import Plane, augmented, iter_planes, split_cases
+from automedseg.data.planes import Plane, augmented, iter_planes, split_usable
 from automedseg.errors import InputError
 from automedseg.prompt.oracle import oracle_boxes
 from automedseg.segment.litemedsam import (
@@ -170,8 +170,8 @@ def split_data(
     """Split the usable cases (the first ``limit``) and write OUT/train_cases.txt and
     val_cases.txt."""
     dataset = find_cases(data)
-    usable = sorted(c.case_id for c in dataset.cases if not c.problem)[:limit]
-    train_ids, val_ids = split_cases(usable, val_fraction, seed)
+    usable = [c.case_id for c in dataset.cases if not c.problem]
+    train_ids, val_ids = split_usable(usable, val_fraction, seed, limit)
     io.write_text(out / "train_cases.txt", "\n".join(train_ids) + "\n")
     io.write_text(out / "val_cases.txt", "\n".join(val_ids) + "\n")
     return Split(dataset, train_ids, val_ids)

@@ -127,8 +127,7 @@ def tune_card(
     if dataset.layout == "2d":
         raise InputError("propagation settings are chosen on volumes or videos, not 2D", data)
     training = card.get("training", {})
-    keep = training.get("keep_labels")
-    choice = LabelChoice(None if keep is None else tuple(keep), bool(training.get("merge_labels")))
+    choice = LabelChoice.of_record(training)
     cases = [c for c in dataset.cases if c.problem is None][:limit]
     if not cases:
         raise InputError("no usable cases to choose the propagation settings on", data)
