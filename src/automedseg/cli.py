@@ -15,7 +15,7 @@ from automedseg.errors import AutomedsegError, AutomedsegWarning
 from automedseg.prompt import PROMPTER_KINDS
 from automedseg.runtime.model_set import RUNTIMES
 from automedseg.segment import SAM2_IMAGE_SIZES, TUNING_METHODS
-from automedseg.tasks import SEGMENTERS, shipped_tasks
+from automedseg.tasks import SEGMENTERS, load_models, shipped_tasks
 
 EXIT_BAD_INPUT = 2
 _FORMAT_WARNING = warnings.formatwarning
@@ -200,9 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument(
         "--kind",
         choices=tuple(PROMPTER_KINDS),
-        default="head",
-        help="head: small CNN on LiteMedSAM's embedding; yolonas: YOLO-NAS S",
+        default="backbone",
+        help="backbone (default): ImageNet-pretrained MobileNetV2 + FPN decoder on the image; "
+        "head: small CNN on LiteMedSAM's embedding; yolonas: YOLO-NAS S",
     )
+    tp.add_argument(
+        "--size", type=int, default=320,
+        help="--kind backbone: longest side of the image the network sees (default 320)",
+    )  # fmt: skip
+    tp.add_argument(
+        "--tune-split", dest="tune_fraction", type=float, default=0.15,
+        help="--kind backbone: share of the training cases held out to choose the epoch, "
+        "score threshold and refinement (default 0.15)",
+    )  # fmt: skip
     tp.add_argument("--out", required=True, help="output folder")
     tp.add_argument(
         "--val-split",
@@ -212,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of cases held out for validation (default 0.2)",
     )
     tp.add_argument(
-        "--epochs", type=int, help="training epochs (default 30)"
+        "--epochs", type=int, help="training epochs (default: backbone 16, head 30, yolonas 30)"
     )
     tp.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     tp.add_argument("--channel", type=int, default=0, help="image channel for multi-channel data")
@@ -224,8 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tp.add_argument(
         "--segmenter-weights",
-        help="--kind head: train on the image embedding of LiteMedSAM with this tuned delta "
-        "(an adapter delta changes the embedding the head reads)",
+        help="the tuned LiteMedSAM delta the prompter will run with: --kind head trains on "
+        "its image embedding (an adapter delta changes it), --kind backbone chooses its score "
+        "threshold and refinement on its masks",
     )
     tp.add_argument(
         "--augment-copies", type=int, default=0, metavar="N",
@@ -234,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     tp.add_argument("--task", help="task name recorded in the card")
     tp.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
-    tp.add_argument("--limit", type=int, help="use only the first N cases (head only)")
+    tp.add_argument("--limit", type=int, help="use only the first N cases (backbone, head)")
     _label_options(tp, "train on")
     tp.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
@@ -488,7 +499,22 @@ def _quantize(args: argparse.Namespace) -> int:
 
 def _train_prompter(args: argparse.Namespace) -> int:
     progress = not args.no_progress
-    if args.kind == "head":
+    if args.kind == "backbone":
+        if args.augment_copies or args.cache or args.boxes:
+            raise AutomedsegError("--augment-copies, --cache and --boxes do not apply to "
+                                  "--kind backbone (it augments every batch itself)")
+        from automedseg.train.backbone import train_backbone  # torch
+        from automedseg.train.head import segmenter_record
+
+        segmenter = load_models(runtime="torch", segmenter_weights=args.segmenter_weights)
+        card = train_backbone(
+            args.data, args.out, segmenter.segmenter, size=args.size,
+            val_fraction=args.val_fraction, tune_fraction=args.tune_fraction, **_epochs(args),
+            resume=args.resume, channel=args.channel, task=args.task, seed=args.seed,
+            label_choice=_label_choice(args), limit=args.limit, progress=progress,
+            segmenter_record=segmenter_record(args.segmenter_weights),
+        )  # fmt: skip
+    elif args.kind == "head":
         from automedseg.train.head import train_head  # torch
 
         card = train_head(

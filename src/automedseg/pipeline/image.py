@@ -9,6 +9,7 @@ import numpy as np
 from automedseg.errors import PromptError
 from automedseg.intensity import to_unit_range
 from automedseg.pipeline.propagate import Propagation, boxes_of, paint, settings_of
+from automedseg.pipeline.refine import refine
 from automedseg.prompt.base import Prompter
 from automedseg.prompt.oracle import FixedBoxes
 from automedseg.segment.base import BoxSegmenter
@@ -21,7 +22,9 @@ def segment_plane(
     """Prompt and segment one 2D plane already in [0, 1] ((H, W) or (H, W, C)).
 
     A prompter that reads the segmenter's embedding runs after the encoder; any other runs
-    first, and a plane where it finds nothing skips the encoder. Seconds spent per stage are
+    first, and a plane where it finds nothing skips the encoder. A prompter that also gives
+    its class maps (``find_with_maps``) has the masks refined with them as its
+    ``refinement`` says (``pipeline.refine``). Seconds spent per stage are
     added to ``times`` ("prompter", "encoder", "decoder") when given.
     """
     clock = time.perf_counter()
@@ -33,27 +36,33 @@ def segment_plane(
         stages[stage] += now - clock
         clock = now
 
+    maps = None
     if getattr(prompter, "uses_embedding", False):
         segmenter.set_image(plane)
         lap("encoder")
         boxes = prompter.find(plane, segmenter.embedding)
         lap("prompter")
     else:
-        boxes = prompter.find(plane)
+        if hasattr(prompter, "find_with_maps"):
+            boxes, maps = prompter.find_with_maps(plane)
+        else:
+            boxes = prompter.find(plane)
         lap("prompter")
         if len(boxes):
             segmenter.set_image(plane)
             lap("encoder")
     boxes = check_boxes(boxes, plane.shape[:2])
     if len(boxes):
-        masks = segmenter.predict(boxes.xyxy)
+        seg = Segmentation(segmenter.predict(boxes.xyxy), boxes)
+        if maps is not None and getattr(prompter, "refinement", None):
+            seg = refine(seg, maps, segmenter, prompter.refinement, prompter.pixel_threshold)
         lap("decoder")
     else:
-        masks = np.zeros((0, *plane.shape[:2]), dtype=bool)
+        seg = Segmentation(np.zeros((0, *plane.shape[:2]), dtype=bool), boxes)
     if times is not None:
         for stage, seconds in stages.items():
             times[stage] = times.get(stage, 0.0) + seconds
-    return Segmentation(masks, boxes)
+    return seg
 
 
 def segment_image(

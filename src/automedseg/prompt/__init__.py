@@ -16,6 +16,12 @@ from automedseg.errors import WeightsError
 from automedseg.prompt.base import Prompter
 
 
+def _backbone(card: Path) -> Prompter:
+    from automedseg.prompt.backbone import load_backbone_prompter  # torch, torchvision
+
+    return load_backbone_prompter(card)
+
+
 def _head(card: Path) -> Prompter:
     from automedseg.prompt.head import load_head_prompter  # torch
 
@@ -28,7 +34,11 @@ def _yolonas(card: Path) -> Prompter:
     return load_yolonas_prompter(card)
 
 
-PROMPTER_KINDS: dict[str, Callable[[Path], Prompter]] = {"head": _head, "yolonas": _yolonas}
+PROMPTER_KINDS: dict[str, Callable[[Path], Prompter]] = {
+    "backbone": _backbone,
+    "head": _head,
+    "yolonas": _yolonas,
+}
 """Card ``kind`` → the loader that builds the prompter from the card."""
 
 

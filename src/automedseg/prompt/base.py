@@ -49,3 +49,23 @@ def card_propagation(card: dict[str, Any], card_path: str | Path) -> dict:
     if problem:
         raise WeightsError(f"card's propagation settings: {problem}", card_path)
     return dict(settings)
+
+
+REFINEMENT_SETTINGS = {"reprompt": bool, "min_agreement": float}
+"""``pipeline.refine`` options a map prompter's card may set (chosen when it is trained)."""
+
+
+def card_refinement(card: dict[str, Any], card_path: str | Path) -> dict:
+    """The card's refinement settings (``{}`` when none), checked."""
+    settings = card.get("refinement") or {}
+    settings = settings.get("settings", {}) if "settings" in settings else settings
+    for name, value in settings.items():
+        kind = REFINEMENT_SETTINGS.get(name)
+        good = kind is bool and isinstance(value, bool) or (
+            kind is float and isinstance(value, int | float) and 0.0 <= value < 1.0
+        )
+        if not good:
+            raise WeightsError(f"card's refinement setting {name}={value!r} is not valid "
+                               f"(known: reprompt true/false, min_agreement in [0, 1))",
+                               card_path)  # fmt: skip
+    return dict(settings)

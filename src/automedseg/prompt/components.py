@@ -1,15 +1,20 @@
-"""Class probability maps in LiteMedSAM's model space → boxes in original-image pixels.
+"""Class probability maps in a padded model space → boxes in original-image pixels.
 
-Torch-free, so that the PyTorch head prompter (``prompt.head``) and the ONNX Runtime one
-(``runtime.onnx``) share it. The maps are (K, 256, 256) in the padded model space (see
-``segment.model_space``); boxes are XYXY inclusive pixels of the original image.
+Torch-free, so that the PyTorch prompters (``prompt.head``, ``prompt.backbone``) and the ONNX
+Runtime ones (``runtime.onnx``) share it. The maps are (K, S, S) — or any padded size whose
+top-left holds the image resized so that its longest side is ``size`` (S = 256: LiteMedSAM's
+model space, see ``segment.model_space``); boxes are XYXY inclusive pixels of the original
+image.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
+from automedseg.resample import resize_bilinear
 from automedseg.segment.model_space import IMAGE_SIZE, resized_shape
 from automedseg.types import Boxes
 
@@ -21,10 +26,11 @@ def boxes_from_probabilities(
     pixel_threshold: float = 0.5,
     score_threshold: float = 0.0,
     min_area_fraction: float = 0.0,
+    size: int = IMAGE_SIZE,
 ) -> Boxes:
     """One box per connected component of each class map, mapped to original pixels."""
-    new_h, new_w = resized_shape(original_hw)
-    scale = IMAGE_SIZE / max(original_hw)
+    new_h, new_w = resized_shape(original_hw, size)
+    scale = size / max(original_hw)
     min_area = min_area_fraction * new_h * new_w
     xyxy, labels, scores = [], [], []
     for label, prob in zip(label_values, probabilities, strict=True):
@@ -50,9 +56,9 @@ def boxes_from_probabilities(
 
 
 def map_prompter_boxes(prompter, probabilities: np.ndarray, original_hw: tuple[int, int]) -> Boxes:
-    """Boxes of a prompter that predicts class maps (the PyTorch and ONNX head prompters), with
+    """Boxes of a prompter that predicts class maps (the head and backbone prompters), with
     its labels and thresholds (``labels``, ``pixel_threshold``, ``score_threshold``,
-    ``min_area_fraction``)."""
+    ``min_area_fraction``) and the longest side of its map space (``size``, default 256)."""
     return boxes_from_probabilities(
         probabilities,
         original_hw,
@@ -60,4 +66,24 @@ def map_prompter_boxes(prompter, probabilities: np.ndarray, original_hw: tuple[i
         prompter.pixel_threshold,
         prompter.score_threshold,
         prompter.min_area_fraction,
+        getattr(prompter, "size", IMAGE_SIZE),
     )
+
+
+@dataclass(frozen=True)
+class ClassMaps:
+    """A map prompter's class probabilities for one plane, as the pipeline refines with them.
+
+    ``probabilities`` is (K, Hp, Wp) in the padded map space whose top-left ``resized`` (h, w)
+    holds the image resized so that its longest side is ``size``; channel k is the class
+    ``label_values[k]``.
+    """
+
+    probabilities: np.ndarray
+    resized: tuple[int, int]
+    label_values: tuple[int, ...]
+
+    def at(self, original_hw: tuple[int, int]) -> np.ndarray:
+        """(K, H, W) float32 probabilities resampled to the original image (bilinear)."""
+        h, w = self.resized
+        return resize_bilinear(self.probabilities[:, :h, :w], original_hw).astype(np.float32)

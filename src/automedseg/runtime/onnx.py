@@ -27,7 +27,8 @@ from automedseg.checkpoints import read_card
 from automedseg.errors import WeightsError
 from automedseg.prompt.base import card_propagation
 from automedseg.prompt.components import map_prompter_boxes
-from automedseg.runtime.transforms import postprocess, preprocess, resize_bilinear
+from automedseg.resample import resize_bilinear
+from automedseg.runtime.transforms import postprocess, preprocess
 from automedseg.segment.model_space import IMAGE_SIZE
 from automedseg.types import Boxes
 

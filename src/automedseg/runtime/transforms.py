@@ -10,69 +10,15 @@ The same contract as ``segment.litemedsam.preprocess`` / ``postprocess`` (which 
 * ``postprocess``: (N, 1, 256, 256) logits are cropped to the resized region, upsampled
   bilinearly (``align_corners=False``, no antialiasing) to (H, W) and thresholded at 0.
 
-Resampling is separable: one sparse (out × in) weight matrix per axis.
+The resampling itself is ``automedseg.resample``.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
 
+from automedseg.resample import resize_antialiased, resize_bilinear
 from automedseg.segment.model_space import IMAGE_SIZE, resized_shape
-
-
-def antialiased_weights(in_size: int, out_size: int) -> sparse.csr_matrix:
-    """(out, in) weights of torch's antialiased bilinear resampling along one axis.
-
-    Output sample ``i`` is centred at ``scale * (i + 0.5)`` in input pixels (``scale`` =
-    in/out); the triangle filter has half-width ``max(scale, 1)`` and is normalised to sum 1
-    over the input pixels it covers.
-    """
-    scale = in_size / out_size
-    support = max(scale, 1.0)
-    inverse = 1.0 / scale if scale >= 1.0 else 1.0
-    centres = scale * (np.arange(out_size) + 0.5)
-    first = np.maximum((centres - support + 0.5).astype(np.int64), 0)
-    stop = np.minimum((centres + support + 0.5).astype(np.int64), in_size)
-    taps = int((stop - first).max())
-    index = first[:, None] + np.arange(taps)
-    weights = np.clip(1.0 - np.abs((index - centres[:, None] + 0.5) * inverse), 0.0, None)
-    weights[index >= stop[:, None]] = 0.0
-    weights /= weights.sum(axis=1, keepdims=True)
-    rows = np.repeat(np.arange(out_size), taps)
-    matrix = sparse.csr_matrix(
-        (weights.ravel().astype(np.float32), (rows, np.minimum(index, in_size - 1).ravel())),
-        shape=(out_size, in_size),
-    )
-    matrix.eliminate_zeros()
-    return matrix
-
-
-def resize_antialiased(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """An (H, W, C) float array resized to (h, w, C) (rows first, then columns)."""
-    h_in, w_in, channels = image.shape
-    h, w = shape
-    rows = antialiased_weights(h_in, h) @ image.reshape(h_in, w_in * channels)
-    rows = rows.reshape(h, w_in, channels).transpose(1, 0, 2).reshape(w_in, h * channels)
-    both = antialiased_weights(w_in, w) @ rows
-    return np.ascontiguousarray(both.reshape(w, h, channels).transpose(1, 0, 2), np.float32)
-
-
-def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lower and upper source index and the upper weight of plain bilinear sampling."""
-    scale = np.float32(in_size / out_size)
-    source = np.maximum(scale * (np.arange(out_size, dtype=np.float32) + 0.5) - 0.5, 0.0)
-    lower = source.astype(np.int64)
-    upper = np.minimum(lower + 1, in_size - 1)
-    return lower, upper, (source - lower).astype(np.float32)
-
-
-def resize_bilinear(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(..., h, w) → (..., H, W), bilinear with ``align_corners=False`` (no antialiasing)."""
-    lower, upper, weight = _linear_taps(array.shape[-2], shape[0])
-    array = array[..., lower, :] * (1 - weight[:, None]) + array[..., upper, :] * weight[:, None]
-    lower, upper, weight = _linear_taps(array.shape[-1], shape[1])
-    return array[..., lower] * (1 - weight) + array[..., upper] * weight
 
 
 def preprocess(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:

@@ -13,8 +13,8 @@ EMBEDDING_SIZE = 64
 EMBEDDING_CHANNELS = 256
 
 
-def resized_shape(original_hw: tuple[int, int]) -> tuple[int, int]:
-    """(h, w) of an image resized so that its longest side is 256 (before padding)."""
+def resized_shape(original_hw: tuple[int, int], size: int = IMAGE_SIZE) -> tuple[int, int]:
+    """(h, w) of an image resized so that its longest side is ``size`` (before padding)."""
     h, w = original_hw
-    scale = IMAGE_SIZE / max(h, w)
+    scale = size / max(h, w)
     return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))

@@ -164,6 +164,18 @@ def choose_threshold(entries, probabilities, labels, min_area_fraction) -> tuple
     return best[1], best[2]
 
 
+def segmenter_record(segmenter_weights: str | Path | None) -> dict:
+    """What a prompter's card records of the segmenter it was trained for: the packaged
+    LiteMedSAM and, with ``segmenter_weights``, the tuned delta (its card, SHA-256, method and
+    whether it changes the image embedding)."""
+    record = {"name": "LiteMedSAM", "sha256": PACKAGED_WEIGHTS_SHA256}
+    if segmenter_weights is not None:
+        delta_card = read_card(segmenter_weights)
+        delta = {k: delta_card.get(k) for k in ("sha256", "method", "changes_image_embedding")}
+        record["delta"] = {**delta, "card": str(segmenter_weights)}
+    return record
+
+
 def train_head(
     data: str | Path,
     out: str | Path,
@@ -203,12 +215,8 @@ def train_head(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = TrainLog(out / "train.log")
-    delta = None  # what the card records of the tuned delta the head reads through
-    if segmenter_weights is not None:
-        segmenter_weights = Path(segmenter_weights)
-        delta_card = read_card(segmenter_weights)
-        delta = {k: delta_card.get(k) for k in ("sha256", "method", "changes_image_embedding")}
-        delta["card"] = str(segmenter_weights)
+    record = segmenter_record(segmenter_weights)  # what the card says of the segmenter
+    delta = record.get("delta")
     if predictor is None:
         predictor = load_models(runtime="torch", segmenter_weights=segmenter_weights).segmenter
     split = cached_split(
@@ -277,11 +285,7 @@ def train_head(
         "score_threshold": threshold,
         "pixel_threshold": 0.5,
         "min_area_fraction": min_area,
-        "segmenter": {
-            "name": "LiteMedSAM",
-            "sha256": PACKAGED_WEIGHTS_SHA256,
-            **({} if delta is None else {"delta": delta}),
-        },
+        "segmenter": record,
         "preprocessing": "automedseg.intensity.to_unit_range, LiteMedSAM 256 longest side + pad",
         "training": {
             **split.record(val_fraction, seed, channel, label_choice, limit),

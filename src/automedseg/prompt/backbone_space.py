@@ -1,0 +1,51 @@
+"""The backbone prompter's input space, without torch (the PyTorch and ONNX prompters and the
+trainer share it).
+
+A plane in [0, 1] ((H, W) or (H, W, C); gray is repeated to 3 channels) is resized so that its
+longest side is ``size`` (antialiased bilinear, aspect kept), padded bottom/right with black to
+a multiple of ``STRIDE`` and normalised with ImageNet's channel means and deviations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from automedseg.resample import resize_antialiased
+from automedseg.segment.model_space import resized_shape
+
+STRIDE = 32
+IMAGENET_MEAN = np.asarray([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.asarray([0.229, 0.224, 0.225], np.float32)
+
+
+def padded(side: int) -> int:
+    """``side`` rounded up to a multiple of ``STRIDE``."""
+    return -(-side // STRIDE) * STRIDE
+
+
+def resized_rgb(image: np.ndarray, size: int) -> np.ndarray:
+    """(h, w, 3) float32 in [0, 1]: the plane resized so that its longest side is ``size``."""
+    array = np.asarray(image, np.float32)
+    array = array[..., None] if array.ndim == 2 else array[..., :3]
+    if array.shape[-1] != 3:
+        array = np.repeat(array[..., :1], 3, axis=-1)
+    return np.clip(resize_antialiased(array, resized_shape(array.shape[:2], size)), 0.0, 1.0)
+
+
+def normalised(rgb: np.ndarray) -> np.ndarray:
+    """(..., H, W, 3) in [0, 1] → (..., 3, H, W) with ImageNet's normalisation."""
+    return np.moveaxis((rgb - IMAGENET_MEAN) / IMAGENET_STD, -1, -3).astype(np.float32)
+
+
+def pad_to(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(h, w, 3) placed top-left in a black (H, W, 3) canvas."""
+    canvas = np.zeros((*shape, 3), np.float32)
+    canvas[: rgb.shape[0], : rgb.shape[1]] = rgb
+    return canvas
+
+
+def backbone_input(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(1, 3, Hp, Wp) float32 network input and the (h, w) of the resized plane inside it."""
+    rgb = resized_rgb(image, size)
+    h, w = rgb.shape[:2]
+    return normalised(pad_to(rgb, (padded(h), padded(w))))[None], (h, w)

@@ -1,0 +1,348 @@
+"""Training the backbone prompter (``prompt.backbone``) on a data folder, on the CPU.
+
+Reads top to bottom: split (train / tune / validation cases) → planes resized once into memory
+→ epochs of albumentations-augmented batches, bfloat16 forward where the CPU has it, a
+one-cycle schedule, a checkpoint after every epoch (``--resume``) → the epoch with the lowest
+tuning loss → the box score threshold and the refinement (``pipeline.refine``) that give the
+best Dice through the segmenter on the tuning planes → safetensors + card.
+
+The tuning cases are a share of the training cases that the network never trains on; the
+validation cases (``val_cases.txt``, the same split as every other trainer) are used for
+nothing here, so evaluating on them is honest.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from automedseg import io
+from automedseg.checkpoints import read_training_state, save_checkpoint
+from automedseg.data.datasets import LabelChoice, class_names
+from automedseg.data.planes import Plane, iter_planes, split_cases
+from automedseg.errors import InputError
+from automedseg.evaluate.metrics import dice
+from automedseg.pipeline.refine import agreements, reprompted
+from automedseg.prompt.backbone import BackboneNet, BackbonePrompter, mobilenet_v2_features
+from automedseg.prompt.backbone_space import normalised, pad_to, resized_rgb
+from automedseg.prompt.components import boxes_from_probabilities
+from automedseg.prompt.pretrained import MOBILENET_V2
+from automedseg.segment.base import BoxSegmenter
+from automedseg.train.embeddings import split_data
+from automedseg.train.head import THRESHOLDS, TrainLog, bf16_supported
+from automedseg.types import Boxes, Segmentation
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations must not go online
+AGREEMENTS = (0.0, 0.2, 0.4, 0.6)
+"""``min_agreement`` values tried on the tuning planes."""
+MIN_AREA_FRACTION = 0.0005
+
+
+@dataclass
+class SizedPlane:
+    """A training plane resized so that its longest side is the network's ``size``."""
+
+    rgb: np.ndarray
+    """(h, w, 3) float16 in [0, 1]."""
+    labels: np.ndarray
+    """(h, w) uint8 label plane (nearest neighbour)."""
+
+
+def nearest(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A label plane resampled to ``shape`` by nearest neighbour (pixel centres)."""
+    rows = ((np.arange(shape[0]) + 0.5) * labels.shape[0] / shape[0]).astype(int)
+    cols = ((np.arange(shape[1]) + 0.5) * labels.shape[1] / shape[1]).astype(int)
+    return labels[rows][:, cols]
+
+
+def sized(plane: Plane, size: int) -> SizedPlane:
+    rgb = resized_rgb(plane.image, size)
+    return SizedPlane(rgb.astype(np.float16), nearest(plane.labels, rgb.shape[:2]).astype(np.uint8))
+
+
+def augmentation(colour: bool):
+    """Flips, 90° turns, scale/shift/rotation, brightness/contrast and gamma (and hue and
+    saturation for colour images), applied alike to the image and its labels."""
+    import albumentations as A  # noqa: N812 (the library's own convention)
+
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=0.5),
+        A.Affine(scale=(0.75, 1.25), translate_percent=(-0.1, 0.1), rotate=(-20, 20),
+                 border_mode=0, fill=0, fill_mask=0, p=0.7),
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+        A.RandomGamma(gamma_limit=(70, 150), p=0.5),
+        *([A.HueSaturationValue(10, 15, 10, p=0.3)] if colour else []),
+    ])  # fmt: skip
+
+
+def batch_of(planes: list[SizedPlane], size: int, labels: list[int], transform=None):
+    """(images (B, 3, size, size), truth (B, K, size, size)) tensors, planes padded top-left."""
+    images, truths = [], []
+    for plane in planes:
+        rgb, lab = plane.rgb.astype(np.float32), plane.labels
+        if transform is not None:
+            out = transform(image=rgb, mask=lab)
+            rgb, lab = np.clip(out["image"], 0.0, 1.0), out["mask"]
+        images.append(pad_to(rgb, (size, size)))
+        truth = np.zeros((len(labels), size, size), np.float32)
+        for k, value in enumerate(labels):
+            truth[k, : lab.shape[0], : lab.shape[1]] = lab == value
+        truths.append(truth)
+    return torch.from_numpy(normalised(np.stack(images))), torch.from_numpy(np.stack(truths))
+
+
+def map_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice per class and image."""
+    bce = F.binary_cross_entropy_with_logits(logits, truth)
+    prob = torch.sigmoid(logits)
+    inter = (prob * truth).sum(dim=(2, 3))
+    soft = 1 - (2 * inter + 1) / (prob.sum(dim=(2, 3)) + truth.sum(dim=(2, 3)) + 1)
+    return bce + soft.mean()
+
+
+def train_epoch(net, optimizer, schedule, planes, size, labels, batch_size, rng, transform,
+                progress: str | None) -> float:  # fmt: skip
+    net.train()
+    order = rng.permutation(len(planes))
+    starts = range(0, len(order), batch_size)
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=progress, unit="batch", file=sys.stderr, leave=False)
+    total, use_bf16 = 0.0, bf16_supported()
+    for start in starts:
+        chosen = [planes[i] for i in order[start : start + batch_size]]
+        images, truth = batch_of(chosen, size, labels, transform)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            logits = net(images)
+        loss = map_loss(logits.float(), truth)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        total += loss.item() * len(chosen)
+    return total / max(len(planes), 1)
+
+
+@torch.inference_mode()
+def tune_loss(net, planes, size, labels, batch_size) -> float:
+    net.eval()
+    total = 0.0
+    for start in range(0, len(planes), batch_size):
+        images, truth = batch_of(planes[start : start + batch_size], size, labels)
+        total += float(map_loss(net(images), truth)) * len(images)
+    return total / max(len(planes), 1)
+
+
+@dataclass
+class Candidates:
+    """One tuning plane's objects at score threshold 0, segmented both ways."""
+
+    truth: np.ndarray
+    boxes: Boxes
+    masks: np.ndarray
+    agreement: np.ndarray
+    tight_boxes: Boxes
+    tight_masks: np.ndarray
+    tight_agreement: np.ndarray
+
+
+def candidates(prompter: BackbonePrompter, segmenter: BoxSegmenter, plane: Plane) -> Candidates:
+    """Every component the map gives (threshold 0) with its mask from the box and from the
+    mask's tight box, and each mask's agreement with the map (``pipeline.refine``)."""
+    maps = prompter.maps(plane.image)
+    labels = list(prompter.labels)
+    boxes = boxes_from_probabilities(maps.probabilities, plane.labels.shape, labels,
+                                     prompter.pixel_threshold, 0.0, prompter.min_area_fraction,
+                                     prompter.size)  # fmt: skip
+    empty = np.zeros((0, *plane.labels.shape), bool)
+    if not len(boxes):
+        return Candidates(plane.labels, boxes, empty, np.zeros(0), boxes, empty, np.zeros(0))
+    segmenter.set_image(plane.image)
+    masks = segmenter.predict(boxes.xyxy)
+    tight_masks, tight = reprompted(masks, boxes, segmenter)
+    probabilities = maps.at(plane.labels.shape)
+    agree = agreements(masks, boxes, probabilities, maps.label_values, prompter.pixel_threshold)
+    tight_agree = agreements(tight_masks, tight, probabilities, maps.label_values,
+                             prompter.pixel_threshold)  # fmt: skip
+    return Candidates(plane.labels, boxes, masks, agree, tight, tight_masks, tight_agree)
+
+
+def plane_dice(found: Candidates, settings: dict, threshold: float, labels: list[int]) -> float:
+    """Mean Dice over ``labels`` of the plane's label map under these settings."""
+    tight = settings["reprompt"]
+    boxes = found.tight_boxes if tight else found.boxes
+    masks = found.tight_masks if tight else found.masks
+    agree = found.tight_agreement if tight else found.agreement
+    keep = (boxes.scores >= threshold) & (agree >= settings["min_agreement"])
+    chosen = Segmentation(masks[keep], Boxes(boxes.xyxy[keep], boxes.labels[keep],
+                                             boxes.scores[keep]))  # fmt: skip
+    label_map = chosen.label_map() if keep.any() else np.zeros(found.truth.shape, np.uint8)
+    return float(np.mean([dice(label_map == v, found.truth == v) for v in labels]))
+
+
+def choose_settings(all_found: list[Candidates], labels: list[int]) -> tuple[float, dict, dict]:
+    """(score threshold, refinement settings, their tuning Dice) with the best mean Dice; on a
+    tie the first in order (no reprompt before reprompt, lower agreement first)."""
+    table, best = {}, (-1.0, 0.5, {})
+    for reprompt in (False, True):
+        for agreement in AGREEMENTS:
+            settings = {"reprompt": reprompt, "min_agreement": agreement}
+            for threshold in THRESHOLDS:
+                score = float(np.mean([plane_dice(f, settings, float(threshold), labels)
+                                       for f in all_found]))  # fmt: skip
+                table[f"reprompt {reprompt}, agreement {agreement}, score {threshold}"] = score
+                if score > best[0] + 1e-9:
+                    best = (score, float(threshold), settings)
+    return best[1], best[2], table
+
+
+def train_backbone(
+    data: str | Path,
+    out: str | Path,
+    segmenter: BoxSegmenter,
+    *,
+    size: int = 320,
+    val_fraction: float = 0.2,
+    tune_fraction: float = 0.15,
+    epochs: int = 16,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    resume: bool = False,
+    channel: int = 0,
+    empty_fraction: float = 0.1,
+    task: str | None = None,
+    seed: int = 0,
+    label_choice: LabelChoice | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    segmenter_record: dict | None = None,
+) -> Path:
+    """Train a backbone prompter on a data set; returns the path of its card (JSON).
+
+    ``segmenter`` is what the boxes will prompt (the task's LiteMedSAM, with its delta): the
+    score threshold and refinement are chosen on its Dice; ``segmenter_record`` is what the
+    card says about it. With ``resume``, training continues from ``out/last.pt``.
+    """
+    started = time.perf_counter()
+    label_choice = label_choice or LabelChoice()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = TrainLog(out / "train.log")
+    split = split_data(data, out, val_fraction=val_fraction, seed=seed, limit=limit)
+    fit_ids, tune_ids = split_cases(split.train_ids, tune_fraction, seed)
+    io.write_text(out / "tune_cases.txt", "\n".join(tune_ids) + "\n")
+    log(f"{len(fit_ids)} training, {len(tune_ids)} tuning, {len(split.val_ids)} validation cases "
+        f"(validation untouched); reading planes at {size} px")  # fmt: skip
+
+    def planes(ids: list[str], offset: int) -> list[Plane]:
+        return list(iter_planes(split.dataset, ids, channel, empty_fraction, seed + offset,
+                                label_choice))  # fmt: skip
+
+    fit = [sized(p, size) for p in planes(fit_ids, 0)]
+    tune_planes = planes(tune_ids, 1)
+    tune = [sized(p, size) for p in tune_planes]
+    labels = sorted(set().union(*({int(v) for v in np.unique(p.labels)} for p in fit)) - {0})
+    if not labels:
+        raise InputError("no foreground in any training mask: nothing to learn", data)
+    missing = set(labels) - set().union(*({int(v) for v in np.unique(p.labels)} for p in tune))
+    if missing:
+        raise InputError(f"label(s) {sorted(missing)} never appear in the tuning cases; use "
+                         "more data or another --seed", data)  # fmt: skip
+    colour = any(p.image.ndim == 3 for p in tune_planes)
+    transform = augmentation(colour)
+    net = BackboneNet(mobilenet_v2_features(MOBILENET_V2.state_dict()), len(labels))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
+    steps = epochs * -(-len(fit) // batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps,
+                                                   pct_start=0.15)  # fmt: skip
+    first, best_loss, best_state, earlier = 1, float("inf"), None, 0.0
+    last = out / "last.pt"
+    if resume and last.is_file():
+        saved = read_training_state(last)
+        try:
+            net.load_state_dict(saved["net"])
+            optimizer.load_state_dict(saved["optimizer"])
+            schedule.load_state_dict(saved["schedule"])
+        except (KeyError, RuntimeError, ValueError):
+            raise InputError("cannot resume: this checkpoint is for another network, labels or "
+                             "number of epochs (use another output folder, or train without "
+                             "--resume)", last) from None  # fmt: skip
+        first, best_loss, best_state = saved["epoch"] + 1, saved["best_loss"], saved["best"]
+        earlier = float(saved.get("seconds", 0.0))
+        log(f"resumed after epoch {saved['epoch']}")
+    for epoch in range(first, epochs + 1):
+        rng = np.random.default_rng(seed * 1000 + epoch)
+        loss = train_epoch(net, optimizer, schedule, fit, size, labels, batch_size, rng,
+                           transform, f"epoch {epoch}/{epochs}" if progress else None)  # fmt: skip
+        held = tune_loss(net, tune, size, labels, batch_size)
+        if held < best_loss:
+            best_loss = held
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "epoch": epoch, "best_loss": best_loss,
+                    "best": best_state, "seconds": earlier + time.perf_counter() - started},
+                   last)  # fmt: skip
+        log(f"epoch {epoch}/{epochs} train loss {loss:.4f} tune loss {held:.4f} "
+            f"({earlier + time.perf_counter() - started:.0f} s)")  # fmt: skip
+    net.load_state_dict(best_state)
+    prompter = BackbonePrompter(net.eval(), {v: "" for v in labels}, size=size,
+                                min_area_fraction=MIN_AREA_FRACTION)  # fmt: skip
+    log(f"choosing the score threshold and refinement on {len(tune_planes)} tuning planes")
+    found = [candidates(prompter, segmenter, p) for p in tune_planes]
+    threshold, settings, table = choose_settings(found, labels)
+    log(f"score threshold {threshold}, refinement {settings}: tuning Dice "
+        f"{max(table.values()):.4f}")  # fmt: skip
+    names = class_names(split.dataset.label_names, label_choice)
+    card = {
+        "kind": "backbone",
+        "task": task,
+        "architecture": net.architecture(),
+        "size": size,
+        "labels": {str(v): names.get(v, f"label{v}") for v in labels},
+        "score_threshold": threshold,
+        "pixel_threshold": 0.5,
+        "min_area_fraction": MIN_AREA_FRACTION,
+        "refinement": {"settings": settings, "tune_dice": round(max(table.values()), 4),
+                       "tune_dice_unrefined": round(table[_plain(threshold)], 4)},
+        "pretrained": MOBILENET_V2.record(),
+        "segmenter": segmenter_record or {"name": "LiteMedSAM"},
+        "preprocessing": "automedseg.intensity.to_unit_range, longest side to size, ImageNet "
+        "normalisation, black padding to a multiple of 32",
+        "training": {
+            **split.record(val_fraction, seed, channel, label_choice, limit),
+            "tune_fraction": tune_fraction,
+            "fit_cases": len(fit_ids),
+            "tune_cases": len(tune_ids),
+            "fit_planes": len(fit),
+            "tune_planes": len(tune_planes),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "schedule": "one-cycle (torch OneCycleLR, 15 % warm-up)",
+            "seconds": round(earlier + time.perf_counter() - started, 1),
+            "torch_threads": torch.get_num_threads(),
+            "bfloat16_forward": bf16_supported(),
+            "augmentation": "albumentations: flips, 90° turns, affine (scale 0.75–1.25, shift "
+            "10 %, rotation 20°), brightness/contrast, gamma" + (", hue/saturation" * colour),
+        },
+        "tune_metrics": {"loss": round(best_loss, 4), "dice": round(max(table.values()), 4)},
+    }
+    half = {k: v.half() if v.is_floating_point() else v for k, v in best_state.items()}
+    card_path = save_checkpoint(out / "prompter.safetensors", half, card)
+    log(f"saved {card_path}")
+    return card_path
+
+
+def _plain(threshold: float) -> str:
+    return f"reprompt False, agreement 0.0, score {threshold}"
