@@ -7,7 +7,9 @@ benchmarks/task_validation.py, copied by ``make records``) and sets ``validation
 src/automedseg/models/<task>/task.json: mean Dice with automatic prompts and with oracle
 boxes, the number of validation cases, the runtime and the record's name. ``--check`` exits
 1 when a task.json differs from what the records give (``make test`` runs it); ``--table``
-writes the tasks' table for docs/results.md (``make compare``).
+writes the tasks' tables for docs/results.md (``make compare``): the shipped tasks, and each
+task's shipped prompter next to the earlier ones still on record
+(``validation_<task>_<kind>``, e.g. the embedding heads the backbone prompters replaced).
 """
 
 from __future__ import annotations
@@ -63,6 +65,44 @@ def table(abouts: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def prompter_rows(task: str, shipped_kind: str) -> list[str]:
+    """Table rows of ``task``'s validation records: the shipped prompter's, then earlier ones."""
+    rows = []
+    records = [(f"{shipped_kind} (shipped)", RECORDS / f"validation_{task}")]
+    records += [(path.name.removeprefix(f"validation_{task}_"), path)
+                for path in sorted(RECORDS.glob(f"validation_{task}_*"))]  # fmt: skip
+    for kind, folder in records:
+        if not (folder / "summary.json").is_file():
+            continue
+        summary = json.loads((folder / "summary.json").read_text())
+        auto, oracle = summary["modes"]["auto"], summary["modes"]["oracle"]
+        found = auto.get("detection") or {}
+        detection = " / ".join(f"{found[k]:.2f}" for k in ("precision", "recall", "f1")) or "–"
+        per_label = summary.get("per_label", {}).get("auto", {})
+        labels = ", ".join(f"{v}: {d['dice_mean']:.3f}" for v, d in per_label.items())
+        gap = oracle["dice_mean"] - auto["dice_mean"]
+        rows.append(f"| `{task}` | {kind} | {auto['dice_mean']:.3f} | {labels} | "
+                    f"{auto['dice_per_plane_mean']:.3f} | {detection} | {oracle['dice_mean']:.3f} "
+                    f"| {gap:.3f} | {summary['runtime']} | `{folder.relative_to(ROOT)}` |")  # fmt: skip
+    return rows
+
+
+def prompters_table(abouts: dict[str, dict]) -> str:
+    lines = [
+        "## Prompters: the shipped one next to the earlier ones, same validation split",
+        "",
+        "Same command and split as above; an earlier prompter's record is kept under "
+        "`validation_<task>_<kind>`. Detection: precision / recall / F1 at box IoU ≥ 0.5.",
+        "",
+        "| task | prompter | Dice, automatic | per label | per plane | detection P / R / F1 "
+        "| Dice, oracle boxes | gap | runtime | record |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, about in abouts.items():
+        lines += prompter_rows(name, about.get("prompter_kind", "?"))
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
@@ -72,7 +112,8 @@ def main() -> int:
     for path in sorted(MODELS.glob("*/task.json")):
         about = json.loads(path.read_text())
         figures = validation(path.parent.name)
-        abouts[path.parent.name] = {**about, "validation": figures}
+        kind = json.loads((path.parent / "prompter.json").read_text()).get("kind")
+        abouts[path.parent.name] = {**about, "validation": figures, "prompter_kind": kind}
         if about.get("validation") == figures:
             continue
         stale.append(path.parent.name)
@@ -80,7 +121,7 @@ def main() -> int:
             about["validation"] = figures
             path.write_text(json.dumps(about, indent=2) + "\n")
     if args.table:
-        args.table.write_text(table(abouts))
+        args.table.write_text(table(abouts) + "\n" + prompters_table(abouts))
     if args.check and stale:
         print(f"task.json out of date for {', '.join(stale)}: run scripts/task_about.py")
         return 1

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from automedseg import io
 from automedseg.errors import InputError, WeightsError
 from automedseg.prompt import load_prompter
 from automedseg.prompt.components import boxes_from_probabilities
 from automedseg.prompt.head import EmbeddingHead, HeadPrompter
+from conftest import write_disks
 
 
 def test_component_boxes_map_back_to_original_pixels():
@@ -43,21 +43,6 @@ def test_head_prompter_needs_the_embedding():
     assert boxes.xyxy.shape[1] == 4
     with pytest.raises(ValueError, match="embedding"):
         prompter.find(np.zeros((40, 60), np.float32))
-
-
-def write_disks(root, n=8, labels=(1,), empty_val=False):
-    """n 64x64 gray images, each with a bright disk labelled by turns with ``labels``."""
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:64, :64]
-    for i in range(n):
-        cy, cx, r = rng.integers(18, 46), rng.integers(18, 46), rng.integers(7, 14)
-        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
-        image = np.where(disk, 200, 60).astype(np.uint8) + rng.integers(0, 20, (64, 64), np.uint8)
-        mask = disk.astype(np.uint8) * labels[i % len(labels)]
-        io.write_label_png(root / "images" / f"c{i:02d}.png", image)
-        io.write_label_png(root / "masks" / f"c{i:02d}.png", mask)
 
 
 class ImageAsEmbedding:

@@ -10,6 +10,8 @@ model                         inputs                             outputs
 ``litemedsam_mask_decoder``   embedding (1, 256, 64, 64),        logits (N, 1, 256, 256),
                               boxes (N, 4) XYXY in 256-space     iou (N, 1); N is dynamic
 ``head_prompter``             embedding (1, 256, 64, 64)         logits (1, K, 128, 128)
+``backbone_prompter``         image (1, 3, H, W) normalised,     logits (1, K, H, W); H, W are
+                              H, W multiples of 32               dynamic
 ``yolonas_prompter``          image (1, 3, S, S) letterboxed     boxes (1, A, 4) XYXY input px,
                                                                  scores (1, A, C) sigmoid
 ============================  =================================  ==============================
@@ -48,6 +50,7 @@ from automedseg import io
 from automedseg.checkpoints import file_sha256
 from automedseg.errors import WeightsError
 from automedseg.runtime.onnx import (
+    BACKBONE,
     DECODER,
     ENCODER,
     HEAD,
@@ -61,6 +64,7 @@ from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256, LiteMedSAM
 from automedseg.segment.model_space import EMBEDDING_CHANNELS, EMBEDDING_SIZE, IMAGE_SIZE
 
 if TYPE_CHECKING:
+    from automedseg.prompt.backbone import BackbonePrompter
     from automedseg.prompt.head import HeadPrompter
     from automedseg.prompt.yolonas import YoloNasPrompter
 
@@ -206,6 +210,48 @@ def export_head_prompter(
             "min_area_fraction": prompter.min_area_fraction,
             "propagation": {"settings": prompter.propagation},
             "segmenter_sha256": segmenter_sha256,
+        },
+    )
+
+
+def export_backbone_prompter(
+    prompter: BackbonePrompter,
+    path: str | Path,
+    weights_sha256: str,
+    check_inputs: Sequence[Inputs] | None = None,
+    task: str | None = None,
+) -> Exported:
+    """A ``prompt.backbone.BackbonePrompter``'s network: a normalised (1, 3, H, W) image (H, W
+    multiples of 32, dynamic) → (1, K, H, W) class logits. The card carries the labels, input
+    size, thresholds and refinement. ``check_inputs``: tuples ``(image,)``; by default seeded
+    random images of two shapes."""
+    from automedseg.prompt.backbone_space import STRIDE
+
+    generator = torch.Generator().manual_seed(0)
+    side = prompter.size - prompter.size % STRIDE
+    example = (torch.randn(1, 3, side, side, generator=generator),)
+    other = (torch.randn(1, 3, side, max(STRIDE, side - 2 * STRIDE), generator=generator),)
+    rows, cols = torch.export.Dim("rows", min=1, max=64), torch.export.Dim("cols", min=1, max=64)
+    return export_module(
+        prompter.net,
+        example,
+        path,
+        BACKBONE,
+        input_names=["image"],
+        output_names=["logits"],
+        check_inputs=check_inputs or [example, other],
+        source={"model": "BackboneNet", "weights_sha256": weights_sha256},
+        dynamic_shapes={"image": {2: STRIDE * rows, 3: STRIDE * cols}},
+        extra={
+            "task": task,
+            "architecture": prompter.net.architecture(),
+            "size": prompter.size,
+            "labels": {str(k): v for k, v in prompter.labels.items()},
+            "score_threshold": prompter.score_threshold,
+            "pixel_threshold": prompter.pixel_threshold,
+            "min_area_fraction": prompter.min_area_fraction,
+            "refinement": {"settings": prompter.refinement},
+            "propagation": {"settings": prompter.propagation},
         },
     )
 

@@ -35,9 +35,9 @@ from automedseg.deploy.quantize import Recipe, quantize_model
 from automedseg.errors import AutomedsegError, WeightsError
 from automedseg.runtime.onnx import (
     ENCODER,
-    load_onnx_head_prompter,
     load_onnx_model,
     load_onnx_predictor,
+    load_onnx_prompter,
 )
 from automedseg.runtime.transforms import preprocess
 from automedseg.tasks import load_models, resolve_task
@@ -94,10 +94,14 @@ def quantize_task(
         raise AutomedsegError("give exactly one of --task NAME or --prompter CARD.json")
     card_path = task_.prompter
     card = read_card(card_path)
-    if card.get("kind") != "head":
+    kind = card.get("kind")
+    if kind not in ("head", "backbone"):
         raise WeightsError(
-            f"only head prompters can be quantized so far, this is {card.get('kind')!r}", card_path
+            f"only head and backbone prompters can be quantized, this is {kind!r}", card_path
         )
+    recipes = dict(recipes or RECIPES)
+    if kind == "backbone":  # a separate network on the image: INT8 convolutions are not tried
+        recipes["prompter"] = (FLOAT32,)
     planes = _planes(calib, card, limit)  # before the models load: a poor folder fails fast
     models = load_models(task_, runtime="torch", segmenter_weights=segmenter_weights)
     out = Path(out)
@@ -119,10 +123,15 @@ def quantize_task(
         model, out / "onnx" / FILES["encoder"], images, delta_sha256=delta_sha256
     )
     export.export_mask_decoder(model, out / "onnx" / FILES["decoder"], delta_sha256=delta_sha256)
-    export.export_head_prompter(
-        prompter, out / "onnx" / FILES["prompter"], card["sha256"], [(e,) for e in checks],
-        task=card.get("task"),
-    )  # fmt: skip
+    if kind == "head":
+        export.export_head_prompter(
+            prompter, out / "onnx" / FILES["prompter"], card["sha256"], [(e,) for e in checks],
+            task=card.get("task"),
+        )  # fmt: skip
+    else:
+        export.export_backbone_prompter(
+            prompter, out / "onnx" / FILES["prompter"], card["sha256"], task=card.get("task")
+        )
 
     _say("running the float32 PyTorch pipeline on the held-out planes (the reference)")
     reference = reference_outputs(Runtime(predictor, prompter), planes.held_out)
@@ -137,7 +146,7 @@ def quantize_task(
     tried: list[Candidate] = []
     for model_name in ("encoder", "decoder", "prompter"):
         options = []
-        for recipe in (recipes or RECIPES)[model_name]:
+        for recipe in recipes[model_name]:
             if recipe is FLOAT32:
                 candidate = Candidate(model_name, recipe, float32[model_name])
             else:
@@ -177,7 +186,7 @@ def quantize_task(
             "held_out": len(planes.held_out),
             "source": planes.source,
         },  # fmt: skip
-        "reference": f"float32 PyTorch pipeline ({segmenter} + the task's head prompter)",
+        "reference": f"float32 PyTorch pipeline ({segmenter} + the task's {kind} prompter)",
         "segmenter_delta": delta
         and {
             "card": Path(delta["_path"]).name,
@@ -235,7 +244,7 @@ def _planes(calib: str | Path | None, card: dict, limit: int) -> Planes:
 
 def _runtime(cards: dict[str, Path], threads: int) -> Runtime:
     predictor = load_onnx_predictor(cards["encoder"], cards["decoder"], threads)
-    return Runtime(predictor, load_onnx_head_prompter(cards["prompter"], threads))
+    return Runtime(predictor, load_onnx_prompter(cards["prompter"], threads))
 
 
 def _calibration_feeds(

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from automedseg.errors import AutomedsegError, WeightsError
 from automedseg.runtime.onnx import (
+    OnnxBackbonePrompter,
     OnnxHeadPrompter,
     OnnxLiteMedSAMPredictor,
-    load_onnx_head_prompter,
     load_onnx_predictor,
+    load_onnx_prompter,
 )
 
 RUNTIMES = ("torch", "onnx", "int8")
@@ -30,7 +31,7 @@ REPORT = "quantization.json"
 @dataclass(frozen=True)
 class OnnxSet:
     predictor: OnnxLiteMedSAMPredictor
-    prompter: OnnxHeadPrompter | None
+    prompter: OnnxHeadPrompter | OnnxBackbonePrompter | None
     folder: Path
 
 
@@ -72,7 +73,7 @@ def load_model_set(
     predictor = load_onnx_predictor(sub / "image_encoder.json", sub / "mask_decoder.json", threads)
     prompter = None
     if prompter_sha256 is not None:
-        prompter = load_onnx_head_prompter(sub / "prompter.json", threads)
+        prompter = load_onnx_prompter(sub / "prompter.json", threads)
         source = prompter.model.card.get("source", {}).get("weights_sha256")
         if source != prompter_sha256:
             raise WeightsError(

@@ -1,4 +1,4 @@
-"""LiteMedSAM and the head prompter on ONNX Runtime, without torch.
+"""LiteMedSAM and the map prompters on ONNX Runtime, without torch.
 
 Every model is an ``.onnx`` file with a JSON card beside it (same stem, written by
 ``deploy.export``): kind "onnx", which model it is, its inputs and outputs, the opset, the
@@ -7,7 +7,8 @@ it. ``load_onnx_model`` checks all of that before building a session and raises
 ``errors.WeightsError`` with a one-line reason otherwise.
 
 ``OnnxLiteMedSAMPredictor`` has the interface of ``segment.litemedsam.LiteMedSAMPredictor``
-(the embedding is a numpy array) and ``OnnxHeadPrompter`` implements ``prompt.base.Prompter``,
+(the embedding is a numpy array); ``OnnxHeadPrompter`` and ``OnnxBackbonePrompter`` implement
+``prompt.base.Prompter`` (``load_onnx_prompter`` reads either),
 so ``pipeline.segment_image`` runs unchanged with them. Nothing here imports torch: keep it
 that way (``tests/test_onnx.py`` checks).
 """
@@ -25,8 +26,9 @@ from scipy.special import expit
 from automedseg import __version__
 from automedseg.checkpoints import read_card
 from automedseg.errors import WeightsError
-from automedseg.prompt.base import card_propagation
-from automedseg.prompt.components import map_prompter_boxes
+from automedseg.prompt.backbone_space import backbone_input
+from automedseg.prompt.base import card_propagation, card_refinement
+from automedseg.prompt.components import ClassMaps, map_prompter_boxes
 from automedseg.resample import resize_bilinear
 from automedseg.runtime.transforms import postprocess, preprocess
 from automedseg.segment.model_space import IMAGE_SIZE
@@ -37,8 +39,9 @@ ONNX_CARD_VERSION = 1
 ENCODER = "litemedsam_image_encoder"
 DECODER = "litemedsam_mask_decoder"
 HEAD = "head_prompter"
+BACKBONE = "backbone_prompter"
 YOLONAS = "yolonas_prompter"
-MODELS = (ENCODER, DECODER, HEAD, YOLONAS)
+MODELS = (ENCODER, DECODER, HEAD, BACKBONE, YOLONAS)
 
 Encoded = tuple[np.ndarray, tuple[int, int], tuple[int, int]]
 
@@ -242,3 +245,54 @@ def load_onnx_head_prompter(path: str | Path, threads: int = 2) -> OnnxHeadPromp
     return OnnxHeadPrompter(
         model, labels, **thresholds, min_area_fraction=min_area, propagation=propagation
     )
+
+
+@dataclass
+class OnnxBackbonePrompter:
+    """``prompt.backbone.BackbonePrompter`` on ONNX Runtime (a ``prompt.base.Prompter``)."""
+
+    model: OnnxModel
+    labels: dict[int, str]
+    size: int = 320
+    score_threshold: float = 0.5
+    pixel_threshold: float = 0.5
+    min_area_fraction: float = 0.0005
+    refinement: dict = field(default_factory=dict)
+    uses_embedding: bool = False
+    propagation: dict = field(default_factory=dict)
+
+    def maps(self, image: np.ndarray) -> ClassMaps:
+        batch, resized = backbone_input(image, self.size)
+        logits = self.model.run(image=batch)[0]
+        return ClassMaps(expit(logits[0]).astype(np.float32), resized, tuple(self.labels))
+
+    def find_with_maps(self, image: np.ndarray) -> tuple[Boxes, ClassMaps]:
+        maps = self.maps(image)
+        return map_prompter_boxes(self, maps.probabilities, image.shape[:2]), maps
+
+    def find(self, image: np.ndarray, embedding: object | None = None) -> Boxes:
+        return self.find_with_maps(image)[0]
+
+
+def load_onnx_prompter(
+    path: str | Path, threads: int = 2
+) -> OnnxHeadPrompter | OnnxBackbonePrompter:
+    """The head or backbone prompter of an exported card (its ``model`` says which)."""
+    card_path = card_path_for(path)
+    model = read_card(card_path).get("model") if card_path.is_file() else HEAD
+    if model == BACKBONE:
+        onnx = load_onnx_model(path, BACKBONE, threads)
+        card = onnx.card
+        try:
+            labels = {int(k): str(v) for k, v in card["labels"].items()}
+            numbers = {k: float(card[k]) for k in ("score_threshold", "pixel_threshold")}
+            size, min_area = int(card["size"]), float(card.get("min_area_fraction", 0.0005))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise WeightsError(f"the prompter's ONNX card lacks a valid {error}",
+                               card["_path"]) from None  # fmt: skip
+        return OnnxBackbonePrompter(
+            onnx, labels, size, **numbers, min_area_fraction=min_area,
+            refinement=card_refinement(card, card["_path"]),
+            propagation=card_propagation(card, card["_path"]),
+        )  # fmt: skip
+    return load_onnx_head_prompter(path, threads)

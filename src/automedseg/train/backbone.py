@@ -270,6 +270,10 @@ def train_backbone(
     last = out / "last.pt"
     if resume and last.is_file():
         saved = read_training_state(last)
+        if saved.get("epochs") != epochs:
+            raise InputError(f"cannot resume: this run was started for {saved.get('epochs')} "
+                             f"epochs, not {epochs} (the learning-rate schedule spans them); "
+                             "resume with the same --epochs", last)  # fmt: skip
         try:
             net.load_state_dict(saved["net"])
             optimizer.load_state_dict(saved["optimizer"])
@@ -290,7 +294,8 @@ def train_backbone(
             best_loss = held
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "epoch": epoch, "best_loss": best_loss,
+                    "schedule": schedule.state_dict(), "epoch": epoch, "epochs": epochs,
+                    "best_loss": best_loss,
                     "best": best_state, "seconds": earlier + time.perf_counter() - started},
                    last)  # fmt: skip
         log(f"epoch {epoch}/{epochs} train loss {loss:.4f} tune loss {held:.4f} "

