@@ -81,9 +81,10 @@ def prompter_rows(task: str, shipped_kind: str) -> list[str]:
         per_label = summary.get("per_label", {}).get("auto", {})
         labels = ", ".join(f"{v}: {d['dice_mean']:.3f}" for v, d in per_label.items())
         gap = oracle["dice_mean"] - auto["dice_mean"]
+        record = folder.relative_to(ROOT)
         rows.append(f"| `{task}` | {kind} | {auto['dice_mean']:.3f} | {labels} | "
                     f"{auto['dice_per_plane_mean']:.3f} | {detection} | {oracle['dice_mean']:.3f} "
-                    f"| {gap:.3f} | {summary['runtime']} | `{folder.relative_to(ROOT)}` |")  # fmt: skip
+                    f"| {gap:.3f} | {summary['runtime']} | `{record}` |")  # fmt: skip
     return rows
 
 

@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import BoxFiller, write_disks
 
 from automedseg.errors import InputError, WeightsError
 from automedseg.pipeline import segment_plane
@@ -20,6 +19,7 @@ from automedseg.prompt.backbone_space import backbone_input
 from automedseg.prompt.components import ClassMaps
 from automedseg.prompt.pretrained import MOBILENET_V2, PretrainedWeights
 from automedseg.types import Boxes, Segmentation
+from conftest import BoxFiller, write_disks
 
 
 class SquareNet(torch.nn.Module):
@@ -68,7 +68,8 @@ def test_refinement_reprompts_with_the_tight_box_and_drops_masks_the_map_disagre
     probability = np.zeros((1, 40, 40), np.float32)
     probability[0, :20, :20] = 1.0  # the map agrees with the first object only
     maps = ClassMaps(probability, (40, 40), (1,))
-    assert agreements(masks, boxes, probability, (1,)).tolist() == pytest.approx([0.78, 0.0], abs=0.01)
+    agree = agreements(masks, boxes, probability, (1,))
+    assert agree.tolist() == pytest.approx([0.78, 0.0], abs=0.01)
     seg = refine(Segmentation(masks, boxes), maps, segmenter, {"reprompt": True,
                                                                "min_agreement": 0.5})
     assert len(seg.boxes) == 1 and seg.boxes.xyxy.tolist() == [[2, 2, 17, 17]]
