@@ -314,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     tq.add_argument("--data", required=True, help="data set folder with manual masks")
     tq.add_argument(
         "--split",
-        help="file listing the cases to use (default: val_cases.txt beside the card, if any)",
+        help="file listing the cases to use (default: tune_cases.txt beside the card, else "
+        "val_cases.txt, if any)",
     )
     tq.add_argument("--limit", type=int, help="use only the first N cases")
     tq.add_argument(
@@ -549,9 +550,10 @@ def _train_propagation(args: argparse.Namespace) -> int:
     from automedseg.train.propagation import tune_card  # torch
 
     split = args.split
-    beside = Path(args.prompter).parent / "val_cases.txt"
-    if split is None and beside.is_file():
-        split = beside
+    for name in ("tune_cases.txt", "val_cases.txt"):  # tuning cases where the trainer kept some
+        beside = Path(args.prompter).parent / name
+        if split is None and beside.is_file():
+            split = beside
     entry = tune_card(
         args.prompter, args.data, split, args.limit, not args.no_progress,
         segmenter_weights=args.segmenter_weights, runtime=args.runtime,

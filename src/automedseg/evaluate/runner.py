@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from automedseg.checkpoints import read_card
 from automedseg.data.datasets import (
     Case,
     DataSet,
@@ -259,6 +260,7 @@ def evaluate(
         propagate=propagate,
         models_mb=loaded.sizes_mb,
         prompter=_prompter_card(loaded, "auto" in modes),
+        **_prompter_identity(loaded, "auto" in modes),
         interrupted=interrupted,
         command=" ".join(sys.argv) if sys.argv and "automedseg" in sys.argv[0] else None,
     )
@@ -444,6 +446,14 @@ def _threads(models: Models) -> int | None:
 def _prompter_card(models: Models, automatic: bool) -> str | None:
     task = models.task
     return str(task.prompter) if automatic and task and task.prompter else None
+
+
+def _prompter_identity(models: Models, automatic: bool) -> dict[str, str | None]:
+    """The prompter's kind and weights' SHA-256, from its card (the record names exactly which
+    prompter was measured, wherever its card lies)."""
+    card = _prompter_card(models, automatic)
+    info = read_card(card) if card else {}
+    return {"prompter_kind": info.get("kind"), "prompter_sha256": info.get("sha256")}
 
 
 def _mean(values: list[float]) -> float | None:
