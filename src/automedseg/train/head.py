@@ -172,7 +172,7 @@ def segmenter_record(segmenter_weights: str | Path | None) -> dict:
     if segmenter_weights is not None:
         delta_card = read_card(segmenter_weights)
         delta = {k: delta_card.get(k) for k in ("sha256", "method", "changes_image_embedding")}
-        record["delta"] = {**delta, "card": str(segmenter_weights)}
+        record["delta"] = {**delta, "card": str(Path(segmenter_weights).resolve())}
     return record
 
 
