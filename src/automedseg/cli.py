@@ -158,14 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     qu = commands.add_parser(
         "quantize",
         help="INT8 models of a task for the lean ONNX Runtime",
-        description="Export a task's LiteMedSAM encoder, mask decoder and head prompter to ONNX, "
-        "quantize each with the candidate INT8 recipes, measure every candidate's Dice against "
+        description="Export a task's LiteMedSAM encoder, mask decoder and prompter (head or "
+        "backbone) to ONNX, quantize each with the candidate INT8 recipes (a backbone prompter "
+        "stays float32), measure every candidate's Dice against "
         "the float32 PyTorch pipeline on held-out calibration images, and keep the fastest "
         "within --budget. Writes OUT/onnx/, OUT/int8/ and OUT/quantization.json; use them with "
         "segment/evaluate --runtime onnx|int8 --models OUT.",
     )
     qu.add_argument("--task", help="a shipped task, e.g. polyp")
-    qu.add_argument("--prompter", help="a trained head prompter card (.json) instead of --task")
+    qu.add_argument(
+        "--prompter", help="a trained head or backbone prompter card (.json) instead of --task"
+    )
     qu.add_argument(
         "--calib",
         help="images (or a data set folder) to calibrate on, like those you will segment; "
