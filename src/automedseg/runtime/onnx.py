@@ -146,11 +146,12 @@ def make_session(data: bytes, path: Path, threads: int = 2) -> Any:
 
 @dataclass
 class OnnxLiteMedSAMPredictor:
-    """``LiteMedSAMPredictor`` on ONNX Runtime: ``set_image`` encodes once, ``predict`` answers
-    many boxes. The embedding is a (1, 256, 64, 64) float32 numpy array."""
+    """``LiteMedSAMPredictor`` on exported models (``OnnxModel``s, or OpenVINO's, which run the
+    same way): ``set_image`` encodes once, ``predict`` answers many boxes. The embedding is a
+    (1, 256, 64, 64) float32 numpy array."""
 
-    encoder: OnnxModel
-    decoder: OnnxModel
+    encoder: Any  # OnnxModel or runtime.openvino.OpenVinoModel
+    decoder: Any
     _embedding: np.ndarray | None = field(default=None, init=False, repr=False)
     _original_size: tuple[int, int] = field(default=(0, 0), init=False)
     _resized_size: tuple[int, int] = field(default=(0, 0), init=False)
@@ -208,9 +209,9 @@ def load_onnx_predictor(
 
 @dataclass
 class OnnxHeadPrompter:
-    """``prompt.head.HeadPrompter`` on ONNX Runtime (a ``prompt.base.Prompter``)."""
+    """``prompt.head.HeadPrompter`` on an exported model (a ``prompt.base.Prompter``)."""
 
-    model: OnnxModel
+    model: Any  # OnnxModel or runtime.openvino.OpenVinoModel
     labels: dict[int, str]
     """Label value → class name, in the head's output-channel order."""
     score_threshold: float = 0.5
@@ -231,27 +232,11 @@ class OnnxHeadPrompter:
         return map_prompter_boxes(self, self.probabilities(np.asarray(embedding)), image.shape[:2])
 
 
-def load_onnx_head_prompter(path: str | Path, threads: int = 2) -> OnnxHeadPrompter:
-    """The head prompter from its exported card (labels and thresholds are on the card)."""
-    model = load_onnx_model(path, HEAD, threads)
-    card = model.card
-    try:
-        labels = {int(k): str(v) for k, v in card["labels"].items()}
-        thresholds = {k: float(card[k]) for k in ("score_threshold", "pixel_threshold")}
-        min_area = float(card.get("min_area_fraction", 0.0005))
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise WeightsError(f"the head's ONNX card lacks a valid {error}", card["_path"]) from None
-    propagation = card_propagation(card, card["_path"])
-    return OnnxHeadPrompter(
-        model, labels, **thresholds, min_area_fraction=min_area, propagation=propagation
-    )
-
-
 @dataclass
 class OnnxBackbonePrompter:
-    """``prompt.backbone.BackbonePrompter`` on ONNX Runtime (a ``prompt.base.Prompter``)."""
+    """``prompt.backbone.BackbonePrompter`` on an exported model (a ``prompt.base.Prompter``)."""
 
-    model: OnnxModel
+    model: Any  # OnnxModel or runtime.openvino.OpenVinoModel
     labels: dict[int, str]
     size: int = 320
     score_threshold: float = 0.5
@@ -274,25 +259,35 @@ class OnnxBackbonePrompter:
         return self.find_with_maps(image)[0]
 
 
+def prompter_of(model: Any) -> OnnxHeadPrompter | OnnxBackbonePrompter:
+    """The head or backbone prompter around an exported model (``OnnxModel`` or
+    ``runtime.openvino.OpenVinoModel``; its card's ``model`` says which, and carries the
+    labels, thresholds and settings)."""
+    card = model.card
+    try:
+        labels = {int(k): str(v) for k, v in card["labels"].items()}
+        numbers = {k: float(card[k]) for k in ("score_threshold", "pixel_threshold")}
+        numbers["min_area_fraction"] = float(card.get("min_area_fraction", 0.0005))
+        size = int(card["size"]) if card["model"] == BACKBONE else 0
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise WeightsError(f"the prompter's card lacks a valid {error}", card["_path"]) from None
+    propagation = card_propagation(card, card["_path"])
+    if card["model"] == BACKBONE:
+        refinement = card_refinement(card, card["_path"])
+        return OnnxBackbonePrompter(model, labels, size, **numbers, refinement=refinement,
+                                    propagation=propagation)  # fmt: skip
+    return OnnxHeadPrompter(model, labels, **numbers, propagation=propagation)
+
+
 def load_onnx_prompter(
     path: str | Path, threads: int = 2
 ) -> OnnxHeadPrompter | OnnxBackbonePrompter:
     """The head or backbone prompter of an exported card (its ``model`` says which)."""
     card_path = card_path_for(path)
     model = read_card(card_path).get("model") if card_path.is_file() else HEAD
-    if model == BACKBONE:
-        onnx = load_onnx_model(path, BACKBONE, threads)
-        card = onnx.card
-        try:
-            labels = {int(k): str(v) for k, v in card["labels"].items()}
-            numbers = {k: float(card[k]) for k in ("score_threshold", "pixel_threshold")}
-            size, min_area = int(card["size"]), float(card.get("min_area_fraction", 0.0005))
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise WeightsError(f"the prompter's ONNX card lacks a valid {error}",
-                               card["_path"]) from None  # fmt: skip
-        return OnnxBackbonePrompter(
-            onnx, labels, size, **numbers, min_area_fraction=min_area,
-            refinement=card_refinement(card, card["_path"]),
-            propagation=card_propagation(card, card["_path"]),
-        )  # fmt: skip
-    return load_onnx_head_prompter(path, threads)
+    return prompter_of(load_onnx_model(path, BACKBONE if model == BACKBONE else HEAD, threads))
+
+
+def load_onnx_head_prompter(path: str | Path, threads: int = 2) -> OnnxHeadPrompter:
+    """The head prompter from its exported card (labels and thresholds are on the card)."""
+    return prompter_of(load_onnx_model(path, HEAD, threads))

@@ -1,0 +1,134 @@
+"""The exported models on OpenVINO, without torch: bfloat16 where the CPU computes it.
+
+An OpenVINO model is an IR pair (``.xml`` graph + ``.bin`` weights) with a JSON card beside
+it (kind "openvino", written by ``deploy.openvino``): which model it is (the names of
+``runtime.onnx``), its inputs and outputs, the SHA-256 of both files and of its source, the
+automedseg version that wrote it. ``load_openvino_model`` checks all of that, then compiles
+the model for the CPU with
+
+* ``INFERENCE_PRECISION_HINT`` bf16 when the CPU has native bfloat16 (AVX-512 BF16 or AMX,
+  read from OpenVINO's ``OPTIMIZATION_CAPABILITIES`` at run time), f32 elsewhere — or as asked;
+* ``INFERENCE_NUM_THREADS`` = ``threads``, one stream, the latency hint.
+
+``OpenVinoModel.run`` has the signature of ``runtime.onnx.OnnxModel.run``, so the predictor and
+prompters of ``runtime.onnx`` run on it unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from automedseg import __version__
+from automedseg.checkpoints import read_card
+from automedseg.errors import WeightsError
+
+KIND = "openvino"
+CARD_VERSION = 1
+PRECISIONS = ("auto", "bf16", "f32")
+
+
+@cache
+def core() -> Any:
+    """The process's OpenVINO ``Core`` (one per process)."""
+    try:
+        import openvino as ov
+    except ModuleNotFoundError as error:
+        raise WeightsError("openvino is not installed (pip install openvino)") from error
+    return ov.Core()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO computes bfloat16 natively on this CPU."""
+    return "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def inference_precision(requested: str = "auto") -> str:
+    """"bf16" or "f32": ``requested``, or for "auto" bf16 exactly when the CPU has it."""
+    if requested not in PRECISIONS:
+        raise WeightsError(f"unknown precision {requested!r}; choose one of {PRECISIONS}")
+    if requested == "auto":
+        return "bf16" if cpu_has_bf16() else "f32"
+    return requested
+
+
+@dataclass
+class OpenVinoModel:
+    """A compiled OpenVINO model and the card it was checked against."""
+
+    compiled: Any  # openvino.CompiledModel
+    card: dict[str, Any]
+    path: Path
+    precision: str
+
+    @property
+    def name(self) -> str:
+        return str(self.card["model"])
+
+    def run(self, **inputs: np.ndarray) -> list[np.ndarray]:
+        """The model's outputs, in the card's order, for inputs named as in the card."""
+        request = self.compiled.create_infer_request()
+        request.infer({k: np.ascontiguousarray(v) for k, v in inputs.items()})
+        return [np.asarray(request.get_output_tensor(i).data).copy()
+                for i in range(len(self.compiled.outputs))]  # fmt: skip
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_openvino_model(
+    path: str | Path, model: str, threads: int = 2, precision: str = "auto"
+) -> OpenVinoModel:
+    """A checked, compiled ``model`` from its card (or its ``.xml``); ``WeightsError`` for a
+    missing or foreign card, another model or automedseg version, IR files whose SHA-256
+    differ from the card's, or an IR OpenVINO cannot compile."""
+    path = Path(path)
+    card_path = path if path.suffix == ".json" else path.with_suffix(".json")
+    if not card_path.is_file():
+        raise WeightsError(f"no model card {card_path.name} beside the OpenVINO model", path)
+    card = read_card(card_path)
+    if card.get("kind") != KIND:
+        raise WeightsError(f"not an OpenVINO model card (kind {card.get('kind')!r})", card_path)
+    if card.get("model") != model:
+        raise WeightsError(f"the card is for {card.get('model')!r}, expected {model!r}", card_path)
+    if card.get("card_version") != CARD_VERSION or card.get("automedseg_version") != __version__:
+        raise WeightsError(
+            f"written by automedseg {card.get('automedseg_version')} (card version "
+            f"{card.get('card_version')}), this is {__version__}: convert the model again",
+            card_path,
+        )
+    xml, weights = card_path.parent / card["weights_file"], card_path.parent / card["bin_file"]
+    for file, key in ((xml, "sha256"), (weights, "bin_sha256")):
+        if not file.is_file():
+            raise WeightsError("file named by the card does not exist", file)
+        if (actual := _sha256(file)) != card[key]:
+            raise WeightsError(
+                f"SHA-256 mismatch (card says {card[key][:12]}…, file has {actual[:12]}…): "
+                "damaged, or belongs to another card",
+                file,
+            )
+    chosen = inference_precision(precision)
+    config = {
+        "INFERENCE_PRECISION_HINT": chosen,
+        "INFERENCE_NUM_THREADS": int(threads),
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    try:
+        compiled = core().compile_model(core().read_model(xml, weights), "CPU", config)
+    except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise WeightsError(f"OpenVINO cannot compile this model ({first})", xml) from None
+    names = tuple([port.get_any_name() for port in ports]
+                  for ports in (compiled.inputs, compiled.outputs))  # fmt: skip
+    expected = ([i["name"] for i in card["inputs"]], [o["name"] for o in card["outputs"]])
+    if names != expected:
+        raise WeightsError(f"the IR's inputs/outputs {names} differ from the card's {expected}",
+                           xml)  # fmt: skip
+    return OpenVinoModel(compiled, card, xml, chosen)
