@@ -182,7 +182,7 @@ def test_no_foreground_or_a_class_missing_from_tuning_is_refused(tmp_path):
                        val_fraction=0.2, tune_fraction=0.2, progress=False)  # fmt: skip
 
 
-def test_the_onnx_backbone_prompter_matches_pytorch(tmp_path):
+def test_the_onnx_and_openvino_backbone_prompters_match_pytorch(tmp_path):
     from automedseg.deploy.export import export_backbone_prompter
     from automedseg.runtime.onnx import load_onnx_prompter
 
@@ -193,5 +193,23 @@ def test_the_onnx_backbone_prompter_matches_pytorch(tmp_path):
     onnx = load_onnx_prompter(tmp_path / "prompter.json", threads=1)
     assert onnx.refinement == {"reprompt": True} and onnx.size == 96
     image = np.random.default_rng(0).random((70, 90, 3), np.float32)
-    np.testing.assert_allclose(onnx.maps(image).probabilities,
-                               prompter.maps(image).probabilities, atol=1e-4)  # fmt: skip
+    want = prompter.maps(image).probabilities
+    np.testing.assert_allclose(onnx.maps(image).probabilities, want, atol=1e-4)
+    from automedseg.deploy.openvino import convert
+    from automedseg.runtime.onnx import BACKBONE, prompter_of
+    from automedseg.runtime.openvino import load_openvino_model
+
+    card = convert(tmp_path / "prompter.json", tmp_path / "ov" / "prompter")
+    for precision, tolerance in (("f32", 1e-4), ("bf16", 0.05)):  # bf16 is the FP32 path's twin
+        model = load_openvino_model(card, BACKBONE, threads=1, precision=precision)
+        ov_prompter = prompter_of(model)
+        assert ov_prompter.refinement == {"reprompt": True} and model.precision == precision
+        np.testing.assert_allclose(ov_prompter.maps(image).probabilities, want, atol=tolerance)
+    from automedseg.runtime.onnx import ENCODER
+
+    with pytest.raises(WeightsError, match="expected 'litemedsam_image_encoder'"):
+        load_openvino_model(card, ENCODER)
+    weights = tmp_path / "ov" / "prompter.bin"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(WeightsError, match="SHA-256 mismatch"):
+        load_openvino_model(card, BACKBONE)

@@ -126,15 +126,22 @@ def test_the_default_runtime_follows_the_recorded_fidelity(tmp_path):
     assert choose_runtime(None, None) == "torch"
     assert choose_runtime("onnx", None) == "onnx"
     (tmp_path / REPORT).write_text(json.dumps({"int8": {"within_budget": True}}))
+    assert choose_runtime(None, tmp_path) == "torch"  # the report alone, no int8/ models
+    (tmp_path / "int8").mkdir()
     assert choose_runtime(None, tmp_path) == "int8"
     (tmp_path / REPORT).write_text(json.dumps({"int8": {"within_budget": False}}))
     assert choose_runtime(None, tmp_path) == "torch"
+    both = {"int8": {"within_budget": True}, "openvino": {"within_budget": True}}
+    (tmp_path / REPORT).write_text(json.dumps(both))
+    assert choose_runtime(None, tmp_path) == "int8"  # no openvino/ folder: not chosen
+    (tmp_path / "openvino").mkdir()
+    assert choose_runtime(None, tmp_path) == "openvino"
     with pytest.raises(AutomedsegError, match="unknown runtime 'fp16'"):
         choose_runtime("fp16", tmp_path)
     with pytest.raises(AutomedsegError, match="needs ONNX models: pass --models"):
         load_model_set(None, "int8", None)
-    with pytest.raises(WeightsError, match="no int8/ models here"):
-        load_model_set(tmp_path, "int8", None)
+    with pytest.raises(WeightsError, match="no onnx/ models here"):
+        load_model_set(tmp_path, "onnx", None)
 
 
 @pytest.mark.slow
@@ -211,8 +218,10 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path
     tolerance = 1e-3 * np.abs(want).max()
     assert np.abs(got - want).max() <= tolerance  # ONNX = torch with the delta
     assert np.abs(got - frozen).max() > 10 * tolerance  # and the delta is in it
+    precision = report["openvino"]["precision"]
     assert [c["recipe"] for c in report["candidates"]] == [
-        "dynamic-matmul", "float32", "float32", "static-conv"
+        "dynamic-matmul", "float32", "float32", "static-conv", f"openvino-{precision}",
+        "openvino-int8-matmul",
     ]  # fmt: skip
     int8 = report["int8"]
     assert int8["recipes"]["encoder"] == "dynamic-matmul" and int8["truth_drop"] is None
@@ -225,6 +234,11 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path
     model_set = load_model_set(tmp_path / "out", "int8", sha)
     assert model_set.prompter is not None
     assert model_set.predictor.encoder.card["precision"] == "int8"
+    openvino = load_model_set(tmp_path / "out", "openvino", sha)
+    assert openvino.predictor.encoder.card["source"]["delta_sha256"] == delta_sha
+    assert saved["openvino"]["recipes"]["encoder"] in ("float32", "int8-matmul")
+    openvino.predictor.set_image(np.random.default_rng(0).random((60, 80), np.float32))
+    assert openvino.predictor.predict(np.array([[10, 10, 40, 40]])).shape == (1, 60, 80)
 
 
 @pytest.mark.parametrize(

@@ -185,8 +185,9 @@ def load_models(
         parts = {"image encoder": onnx.predictor.encoder, "mask decoder": onnx.predictor.decoder}
         if onnx.prompter is not None:
             parts["prompter"] = onnx.prompter.model
-        sizes = {f"{name} ({runtime})": _mb(m.path) for name, m in parts.items()}
-        name = f"LiteMedSAM ({runtime}, ONNX Runtime)"
+        sizes = {f"{name} ({runtime})": _model_mb(m.path) for name, m in parts.items()}
+        engine = "OpenVINO" if runtime == "openvino" else "ONNX Runtime"
+        name = f"LiteMedSAM ({runtime}, {engine})"
         return Models(onnx.prompter, onnx.predictor, runtime, resolved, None, None, sizes, name)
     return _torch_models(
         resolved, want_prompter, weights, segmenter_weights, segmenter, checkpoint, image_size
@@ -313,6 +314,12 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _mb(path: Path) -> float:
     return round(Path(path).stat().st_size / 1e6, 2)
+
+
+def _model_mb(path: Path) -> float:
+    """MB of an exported model: the ``.onnx`` file, or an OpenVINO ``.xml`` with its ``.bin``."""
+    weights = Path(path).with_suffix(".bin")
+    return round(_mb(path) + (_mb(weights) if Path(path).suffix == ".xml" else 0.0), 2)
 
 
 __all__ = [

@@ -1,16 +1,20 @@
-"""``automedseg quantize``: a task's models → float32 ONNX → the INT8 set the measurements favour.
+"""``automedseg quantize``: a task's models → float32 ONNX → the INT8 and OpenVINO sets the
+measurements favour.
 
 Reads top to bottom: planes (calibration + held out) → export float32 ONNX (parity-checked)
 → the PyTorch pipeline's outputs on the held-out planes as the reference → for the image
-encoder, then the mask decoder, then the prompter head: each candidate recipe measured
-against the reference (``deploy.fidelity``), the fastest within the Dice budget kept →
-the chosen set in OUT/int8 and the report OUT/quantization.json.
+encoder, then the mask decoder, then the prompter: each candidate ONNX Runtime recipe
+measured against the reference (``deploy.fidelity``), the fastest within the Dice budget kept
+→ OUT/int8 → the float32 exports converted to OpenVINO (bfloat16 where the CPU has it), the
+encoder also with NNCF INT8 MatMuls, the fastest within budget kept → OUT/openvino, and the
+report OUT/quantization.json.
 
 Output layout (``runtime.model_set`` reads it)::
 
     OUT/onnx/{image_encoder,mask_decoder,prompter}.onnx + .json   float32
     OUT/int8/{image_encoder,mask_decoder,prompter}.onnx + .json   the chosen INT8 set
-    OUT/candidates/<model>-<recipe>.onnx + .json                   every recipe tried
+    OUT/openvino/{image_encoder,…}.xml + .bin + .json             the chosen OpenVINO set
+    OUT/candidates/<model>-<recipe>.(onnx|xml) + .json             every recipe tried
     OUT/quantization.json                                          the report
 """
 
@@ -34,11 +38,15 @@ from automedseg.deploy.fidelity import Fidelity, Runtime, measure, reference_out
 from automedseg.deploy.quantize import Recipe, quantize_model
 from automedseg.errors import AutomedsegError, WeightsError
 from automedseg.runtime.onnx import (
+    DECODER,
     ENCODER,
+    OnnxLiteMedSAMPredictor,
     load_onnx_model,
     load_onnx_predictor,
     load_onnx_prompter,
+    prompter_of,
 )
+from automedseg.runtime.openvino import inference_precision, load_openvino_model
 from automedseg.runtime.transforms import preprocess
 from automedseg.tasks import load_models, resolve_task
 
@@ -212,10 +220,88 @@ def quantize_task(
             "within_budget": final.drop() <= budget,
         },
     }
-    io.write_json(out / REPORT, report)
     _say(f"int8 set: {_line(final)}; {report['int8']['mb']} MB; within budget: "
-         f"{report['int8']['within_budget']}; report {out / REPORT}")  # fmt: skip
+         f"{report['int8']['within_budget']}")  # fmt: skip
+    report["openvino"], ov_tried = _openvino_set(out, float32, feeds, planes, reference, budget,
+                                                 threads)  # fmt: skip
+    report["candidates"] += ov_tried
+    io.write_json(out / REPORT, report)
+    _say(f"report {out / REPORT}")
     return report
+
+
+def _openvino_set(
+    out: Path, float32: dict[str, Path], feeds: dict, planes: Planes, reference: list,
+    budget: float, threads: int,
+) -> tuple[dict[str, Any], list[dict]]:  # fmt: skip
+    """OUT/openvino/: the float32 exports converted to OpenVINO IR, run in bfloat16 where the
+    CPU has it; the encoder also tried with NNCF INT8 MatMuls; the fastest set within the
+    budget is kept. Returns the report's ``openvino`` part and the candidates tried."""
+    from automedseg.deploy import openvino
+
+    precision = inference_precision("auto")
+    _say(f"OpenVINO: converting the float32 exports (inference precision {precision})")
+    stems = {m: out / "candidates" / f"{FILES[m]}-openvino" for m in FILES}
+    chosen = {m: openvino.convert(float32[m], stems[m]) for m in FILES}
+    truth = planes.held_out_truth
+    current = measure(_openvino_runtime(chosen, threads), planes.held_out, reference, truth)
+    _say(f"openvino {precision}: {_line(current)}")
+    float_encoder = Candidate("encoder", Recipe(f"openvino-{precision}", False, ()),
+                              chosen["encoder"], current, _model_mb(chosen["encoder"]))  # fmt: skip
+    calibration = feeds["encoder"][:16]
+    int8_card = openvino.quantize_matmuls(
+        chosen["encoder"], out / "candidates" / "image_encoder-openvino-int8-matmul", calibration
+    )
+    trial = {**chosen, "encoder": int8_card}
+    fidelity = measure(_openvino_runtime(trial, threads), planes.held_out, reference, truth)
+    int8_encoder = Candidate("encoder", Recipe("openvino-int8-matmul", True, ("MatMul",)),
+                             int8_card, fidelity, _model_mb(int8_card))  # fmt: skip
+    _say(f"openvino encoder int8-matmul: {_line(fidelity)}")
+    best = _choose([float_encoder, int8_encoder], budget)
+    chosen["encoder"], current = best.card, best.fidelity
+    _say(f"openvino encoder: keeping {best.recipe.name}")
+    final_dir = out / "openvino"
+    for model_name, card_file in chosen.items():
+        _copy_ir(card_file, final_dir / FILES[model_name])
+    final_cards = {m: final_dir / f"{f}.json" for m, f in FILES.items()}
+    _openvino_runtime(final_cards, threads)  # the copies load and pass their checks
+    part = {
+        "precision": precision,
+        "recipes": {m: read_card(c).get("recipe", "float32") for m, c in final_cards.items()},
+        **current.as_dict(),
+        "mb": round(sum(_model_mb(c) for c in final_cards.values()), 2),
+        "within_budget": current.drop() <= budget,
+    }
+    tried = [{"model": c.model, "recipe": c.recipe.name, "op_types": list(c.recipe.op_types),
+              "static": c.recipe.static, "mb": c.mb, **c.fidelity.as_dict()}
+             for c in (float_encoder, int8_encoder)]  # fmt: skip
+    _say(f"openvino set: {_line(current)}; {part['mb']} MB; within budget: "
+         f"{part['within_budget']}")  # fmt: skip
+    return part, tried
+
+
+def _openvino_runtime(cards: dict[str, Path], threads: int) -> Runtime:
+    encoder = load_openvino_model(cards["encoder"], ENCODER, threads)
+    decoder = load_openvino_model(cards["decoder"], DECODER, threads)
+    prompter = load_openvino_model(cards["prompter"], read_card(cards["prompter"])["model"],
+                                   threads)  # fmt: skip
+    return Runtime(OnnxLiteMedSAMPredictor(encoder, decoder), prompter_of(prompter))
+
+
+def _copy_ir(card_file: Path, stem: Path) -> None:
+    card = read_card(card_file)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for key, suffix in (("weights_file", ".xml"), ("bin_file", ".bin")):
+        io.write_bytes(stem.with_suffix(suffix), (card_file.parent / card[key]).read_bytes())
+        card[key] = stem.with_suffix(suffix).name
+    card.pop("_path", None)
+    io.write_json(stem.with_suffix(".json"), card)
+
+
+def _model_mb(card_file: Path) -> float:
+    card = read_card(card_file)
+    files = [card["weights_file"], *([card["bin_file"]] if "bin_file" in card else [])]
+    return round(sum((card_file.parent / f).stat().st_size for f in files) / 1e6, 2)
 
 
 def _planes(calib: str | Path | None, card: dict, limit: int) -> Planes:

@@ -1,12 +1,14 @@
 """Which runtime segments, and the ONNX model set it loads. Never imports torch.
 
-Runtimes: ``torch`` (the PyTorch models), ``onnx`` (the float32 ONNX export on ONNX Runtime)
-and ``int8`` (the quantized set). A model set is the folder ``automedseg quantize`` writes
-(``onnx/`` and ``int8/``, each with image_encoder, mask_decoder and prompter, and the report
-``quantization.json``); a task may carry one in its folder (``tasks.Task.model_set``).
+Runtimes: ``torch`` (the PyTorch models), ``onnx`` (the float32 ONNX export on ONNX Runtime),
+``int8`` (the ONNX Runtime INT8 set) and ``openvino`` (the OpenVINO set: bfloat16 where the CPU
+has it, NNCF INT8 where measured within budget). A model set is the folder ``automedseg
+quantize`` writes (``onnx/``, ``int8/`` and ``openvino/``, each with image_encoder,
+mask_decoder and prompter, and the report ``quantization.json``); a task may carry one in its
+folder (``tasks.Task.model_set``).
 
-The default runtime is the fastest whose recorded fidelity is within its budget: ``int8`` when
-the task's (or ``--models``') report says so, else ``torch``.
+The default runtime is the first of ``openvino``, ``int8`` whose recorded fidelity is within
+its budget in the task's (or ``--models``') report, else ``torch``.
 """
 
 from __future__ import annotations
@@ -15,16 +17,25 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from automedseg.checkpoints import read_card
 from automedseg.errors import AutomedsegError, WeightsError
 from automedseg.runtime.onnx import (
+    BACKBONE,
+    DECODER,
+    ENCODER,
+    HEAD,
     OnnxBackbonePrompter,
     OnnxHeadPrompter,
     OnnxLiteMedSAMPredictor,
     load_onnx_predictor,
     load_onnx_prompter,
+    prompter_of,
 )
+from automedseg.runtime.openvino import load_openvino_model
 
-RUNTIMES = ("torch", "onnx", "int8")
+RUNTIMES = ("torch", "onnx", "int8", "openvino")
+PREFERRED = ("openvino", "int8")
+"""Runtimes a model set's report can make the default, fastest first."""
 REPORT = "quantization.json"
 
 
@@ -36,7 +47,8 @@ class OnnxSet:
 
 
 def choose_runtime(requested: str | None, models: Path | None) -> str:
-    """``requested`` when given, else ``int8`` if the set's report is within budget, else torch."""
+    """``requested`` when given, else the first of ``PREFERRED`` whose part of the set's report
+    is within budget (and whose models the set has), else torch."""
     if requested is not None:
         if requested not in RUNTIMES:
             raise AutomedsegError(f"unknown runtime {requested!r}; choose one of {RUNTIMES}")
@@ -45,9 +57,14 @@ def choose_runtime(requested: str | None, models: Path | None) -> str:
         return "torch"
     try:
         report = json.loads((models / REPORT).read_text())
-        return "int8" if report["int8"]["within_budget"] is True else "torch"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return "torch"
+    for runtime in PREFERRED:
+        part = report.get(runtime) if isinstance(report, dict) else None
+        if isinstance(part, dict) and part.get("within_budget") is True:
+            if (models / runtime).is_dir():
+                return runtime
+    return "torch"
 
 
 def load_model_set(
@@ -70,10 +87,16 @@ def load_model_set(
             "and int8/; pass --models DIR",
             folder,
         )
-    predictor = load_onnx_predictor(sub / "image_encoder.json", sub / "mask_decoder.json", threads)
+    if runtime == "openvino":
+        encoder = load_openvino_model(sub / "image_encoder.json", ENCODER, threads)
+        decoder = load_openvino_model(sub / "mask_decoder.json", DECODER, threads)
+        predictor = OnnxLiteMedSAMPredictor(encoder, decoder)
+    else:
+        predictor = load_onnx_predictor(sub / "image_encoder.json", sub / "mask_decoder.json",
+                                        threads)  # fmt: skip
     prompter = None
     if prompter_sha256 is not None:
-        prompter = load_onnx_prompter(sub / "prompter.json", threads)
+        prompter = _prompter(sub / "prompter.json", runtime, threads)
         source = prompter.model.card.get("source", {}).get("weights_sha256")
         if source != prompter_sha256:
             raise WeightsError(
@@ -83,3 +106,10 @@ def load_model_set(
                 sub / "prompter.json",
             )
     return OnnxSet(predictor, prompter, sub)
+
+
+def _prompter(card: Path, runtime: str, threads: int) -> OnnxHeadPrompter | OnnxBackbonePrompter:
+    if runtime != "openvino":
+        return load_onnx_prompter(card, threads)
+    model = read_card(card).get("model") if card.is_file() else HEAD
+    return prompter_of(load_openvino_model(card, BACKBONE if model == BACKBONE else HEAD, threads))
