@@ -73,6 +73,12 @@ def test_without_boxes_or_task_it_says_what_to_give(tmp_path, capsys):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
+def test_threads_must_be_positive(tmp_path, capsys):
+    code, err = run(capsys, str(POLYP), "--box", *POLYP_BOX, "--threads", "0", "--out",
+                    str(tmp_path))  # fmt: skip
+    assert code == 2 and "--threads must be at least 1, not 0" in err
+
+
 @pytest.mark.parametrize(
     "box, message",
     [(["500", "271", "331", "430"], "inverted"), (["331", "271", "900", "430"], "outside")],

@@ -64,6 +64,7 @@ def segment_files(
     model_set: str | Path | None = None,
     segmenter_weights: str | Path | None = None,
     models: Models | None = None,
+    threads: int = 2,
 ) -> list[CaseOutcome]:
     """Segment each input and write mask, overlay and JSON into ``out``.
 
@@ -93,7 +94,7 @@ def segment_files(
         models = load_models(
             task, card=prompter, runtime=runtime, prompter=not boxes, weights=weights,
             segmenter_weights=segmenter_weights, model_set=model_set, segmenter=segmenter,
-            checkpoint=checkpoint, image_size=image_size,
+            checkpoint=checkpoint, image_size=image_size, threads=threads,
         )  # fmt: skip
     finder = FixedBoxes(Boxes.from_list(list(boxes))) if boxes else models.prompter
     names = None if boxes else models.labels

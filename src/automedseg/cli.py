@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         "on its own (with --task/--prompter)",
     )
     _runtime_options(seg)
+    _threads_option(seg)
     seg.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     ev = commands.add_parser(
@@ -149,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _label_options(ev, "score")
     _runtime_options(ev)
+    _threads_option(ev)
     ev.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     commands.add_parser(
@@ -251,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--limit", type=int, help="use only the first N cases (backbone, head)")
     _label_options(tp, "train on")
     tp.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _threads_option(tp)
 
     ts = what.add_parser(
         "segmenter",
@@ -305,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _label_options(ts, "train on")
     ts.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _threads_option(ts)
 
     tq = what.add_parser(
         "propagation",
@@ -327,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tq.add_argument("--runtime", choices=RUNTIMES, help="runtime (default: the task's)")
     tq.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _threads_option(tq)
     return parser
 
 
@@ -343,12 +349,20 @@ def _label_options(parser: argparse.ArgumentParser, verb: str) -> None:
     )
 
 
+def _threads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=int, default=2, metavar="N",
+        help="CPU threads for PyTorch, ONNX Runtime and OpenVINO (default 2)",
+    )  # fmt: skip
+
+
 def _runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--runtime",
         choices=RUNTIMES,
         help="torch: PyTorch; onnx / int8: ONNX Runtime with the float32 / INT8 models of "
-        "--models (no torch needed). Default: int8 when the task ships INT8 models within "
+        "--models; openvino: OpenVINO with the set's models, bfloat16 where the CPU has it (no "
+        "torch needed). Default: openvino, else int8, when the task ships such models within "
         "their fidelity budget, else torch",
     )
     parser.add_argument(
@@ -370,6 +384,12 @@ def _label_choice(args: argparse.Namespace) -> LabelChoice:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.formatwarning = _format_warning
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            print(f"automedseg: error: --threads must be at least 1, not {args.threads}",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_BAD_INPUT
+        use_threads(args.threads)
     try:
         if args.command == "segment":
             return _segment(args)
@@ -390,6 +410,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("automedseg: interrupted", file=sys.stderr)
         return 130
     return 1
+
+
+def use_threads(threads: int) -> None:
+    """Run PyTorch (and the OpenMP libraries it loads) on ``threads`` CPU threads; ONNX
+    Runtime and OpenVINO sessions get the same number through ``load_models``."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read when torch is first imported
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -415,6 +443,7 @@ def _segment(args: argparse.Namespace) -> int:
         runtime=args.runtime,
         model_set=args.model_set,
         segmenter_weights=args.segmenter_weights,
+        threads=args.threads,
     )
     for outcome in outcomes:
         if outcome.empty:
@@ -447,6 +476,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         model_set=args.model_set,
         predictions=args.predictions,
         segmenter_weights=args.segmenter_weights,
+        threads=args.threads,
     )
     for mode, m in summary["modes"].items():
         print(

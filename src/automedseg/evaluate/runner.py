@@ -185,6 +185,7 @@ def evaluate(
     predictions: str | Path | None = None,
     segmenter_weights: str | Path | None = None,
     models: Models | None = None,
+    threads: int = 2,
 ) -> dict:
     """Evaluate LiteMedSAM on a data set; write per_case.csv, summary.json, report.md, plots.
 
@@ -217,7 +218,7 @@ def evaluate(
             )
         loaded = load_models(
             task, card=prompter, runtime=runtime, prompter="auto" in modes, weights=weights,
-            segmenter_weights=segmenter_weights, model_set=model_set,
+            segmenter_weights=segmenter_weights, model_set=model_set, threads=threads,
         )  # fmt: skip
     if "auto" in modes and loaded.prompter is None:
         raise AutomedsegError("automatic prompts need a prompter: the models have none")
