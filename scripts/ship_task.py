@@ -6,8 +6,9 @@
 
 The first writes src/automedseg/models/<task>/prompter.safetensors + prompter.json (the card,
 with its task name set and the weights' SHA-256 checked again); the second copies
-<quantize output>/int8/ and quantization.json beside it, after checking that they were made
-from the task's shipped prompter (with them, the task's default runtime is int8).
+<quantize output>/int8/, openvino/ and quantization.json beside it, after checking that they
+were made from the task's shipped prompter (with them, the task's default runtime is the
+fastest the report finds within budget).
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def ship_int8(models: Path, task: str) -> Path:
     if report.get("prompter_weights_sha256") != shipped["sha256"]:
         raise SystemExit(f"{models} was quantized from another prompter than {task}'s")
     target = MODELS_DIR / task
-    shutil.copytree(models / "int8", target / "int8", dirs_exist_ok=True)
+    for runtime in ("int8", "openvino"):
+        if (models / runtime).is_dir():
+            shutil.rmtree(target / runtime, ignore_errors=True)
+            shutil.copytree(models / runtime, target / runtime)
     shutil.copyfile(models / "quantization.json", target / "quantization.json")
     return target
 
