@@ -56,13 +56,16 @@ RECORDS := benchmarks/records
 RECORD_RUNS := eval_polyp_val_head5 eval_polyp_val_head eval_polyp_val_int8 eval_polyp_val_nnunet \
 	eval_hippocampus40_val eval_hippocampus40_val_decoder eval_hippocampus40_val_adapter \
 	eval_hippocampus40_val_adapter_head eval_hippocampus_val_nnunet \
-	validation_polyp validation_hippocampus validation_lungs validation_larynx validation_brain-tumour
+	validation_polyp validation_hippocampus validation_lungs validation_larynx validation_brain-tumour \
+	validation_polyp_backbone validation_lungs_backbone
 
 compare: setup
 	mkdir -p runs
 	$(BIN)/python scripts/task_about.py --table runs/results_tasks.md
 	$(BIN)/python benchmarks/compare.py \
 		--title "Kvasir-SEG polyps, validation split (159 images)" \
+		--eval "automedseg: polyp backbone prompter + LiteMedSAM (PyTorch; shipped)=$(RECORDS)/validation_polyp_backbone" \
+		--oracle "automedseg: polyp backbone prompter + LiteMedSAM (PyTorch; shipped)=$(RECORDS)/validation_polyp_backbone" \
 		--eval "automedseg: polyp head + LiteMedSAM (PyTorch)=$(RECORDS)/eval_polyp_val_head5" \
 		--oracle "automedseg: polyp head + LiteMedSAM (PyTorch)=$(RECORDS)/eval_polyp_val_head" \
 		--eval "automedseg: same, INT8 on ONNX Runtime=$(RECORDS)/eval_polyp_val_int8" \

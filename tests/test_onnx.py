@@ -21,7 +21,7 @@ from automedseg.runtime import transforms
 from automedseg.segment.litemedsam import LiteMedSAMPredictor, postprocess, preprocess
 from conftest import EXAMPLES  # noqa: I001
 
-CASE = "cju0sr5ghl0nd08789uzf1raf"  # two polyps: the shipped head finds both
+CASE = "cju0sr5ghl0nd08789uzf1raf"  # two polyps: the shipped prompter finds both
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -95,7 +95,7 @@ def test_onnx_predictor_matches_torch_on_a_real_image(litemedsam, exported):
 
 
 @pytest.mark.slow
-def test_shipped_head_in_the_pipeline_matches_torch(litemedsam, exported, tmp_path):
+def test_shipped_prompter_in_the_pipeline_matches_torch(litemedsam, exported, tmp_path):
     from automedseg.checkpoints import read_card
     from automedseg.pipeline import segment_image
     from automedseg.prompt import load_prompter
@@ -103,9 +103,10 @@ def test_shipped_head_in_the_pipeline_matches_torch(litemedsam, exported, tmp_pa
 
     prompter = load_prompter(get_task("polyp").prompter)
     sha = read_card(get_task("polyp").prompter)["sha256"]
-    export.export_head_prompter(prompter, tmp_path / "head", sha, task="polyp")
-    onnx_prompter = runtime.load_onnx_head_prompter(tmp_path / "head.json", threads=1)
-    assert onnx_prompter.labels == prompter.labels and onnx_prompter.uses_embedding
+    export.export_backbone_prompter(prompter, tmp_path / "prompter", sha, task="polyp")
+    onnx_prompter = runtime.load_onnx_prompter(tmp_path / "prompter.json", threads=1)
+    assert onnx_prompter.labels == prompter.labels and not onnx_prompter.uses_embedding
+    assert onnx_prompter.refinement == prompter.refinement
     image = io.read_image(EXAMPLES / "kvasir_seg" / "images" / f"{CASE}.jpg")
     expected = segment_image(image, prompter, LiteMedSAMPredictor(litemedsam))
     predictor = runtime.load_onnx_predictor(exported / "encoder.json", exported / "decoder.json")

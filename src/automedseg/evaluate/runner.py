@@ -441,7 +441,7 @@ def _threads(models: Models) -> int | None:
         return torch.get_num_threads()
     if models.segmenter is None:
         return None
-    return int(models.segmenter.encoder.session.get_session_options().intra_op_num_threads)
+    return int(models.segmenter.encoder.threads)
 
 
 def _prompter_card(models: Models, automatic: bool) -> str | None:

@@ -58,6 +58,10 @@ class OnnxModel:
     def name(self) -> str:
         return str(self.card["model"])
 
+    @property
+    def threads(self) -> int:
+        return int(self.session.get_session_options().intra_op_num_threads)
+
     def run(self, **inputs: np.ndarray) -> list[np.ndarray]:
         """The model's outputs, in the card's order, for inputs named as in the card."""
         return self.session.run(None, {k: np.ascontiguousarray(v) for k, v in inputs.items()})

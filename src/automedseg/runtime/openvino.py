@@ -70,6 +70,10 @@ class OpenVinoModel:
     def name(self) -> str:
         return str(self.card["model"])
 
+    @property
+    def threads(self) -> int:
+        return int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+
     def run(self, **inputs: np.ndarray) -> list[np.ndarray]:
         """The model's outputs, in the card's order, for inputs named as in the card."""
         request = self.compiled.create_infer_request()
