@@ -35,7 +35,8 @@ from automedseg.runtime.openvino import load_openvino_model
 
 RUNTIMES = ("torch", "onnx", "int8", "openvino")
 PREFERRED = ("openvino", "int8")
-"""Runtimes a model set's report can make the default, fastest first."""
+"""Runtimes a model set's report can make the default, in order of preference (their speed is
+measured by benchmarks, not assumed here)."""
 REPORT = "quantization.json"
 
 
