@@ -26,8 +26,7 @@ from automedseg.checkpoints import load_checkpoint
 from automedseg.errors import WeightsError
 from automedseg.prompt.backbone_space import backbone_input
 from automedseg.prompt.base import card_propagation, card_refinement
-from automedseg.prompt.components import ClassMaps, map_prompter_boxes
-from automedseg.types import Boxes
+from automedseg.prompt.components import ClassMaps, FindsWithMaps
 
 BACKBONES = ("mobilenet_v2",)
 STAGES = ((0, 4), (4, 7), (7, 14), (14, 18))
@@ -82,7 +81,7 @@ class BackboneNet(nn.Module):
 
 
 @dataclass
-class BackbonePrompter:
+class BackbonePrompter(FindsWithMaps):
     """Implements ``prompt.base.Prompter`` from the image alone (``uses_embedding`` False)."""
 
     net: BackboneNet
@@ -103,13 +102,6 @@ class BackbonePrompter:
         batch, resized = backbone_input(image, self.size)
         logits = self.net.eval()(torch.from_numpy(batch))
         return ClassMaps(torch.sigmoid(logits)[0].numpy(), resized, tuple(self.labels))
-
-    def find_with_maps(self, image: np.ndarray) -> tuple[Boxes, ClassMaps]:
-        maps = self.maps(image)
-        return map_prompter_boxes(self, maps.probabilities, image.shape[:2]), maps
-
-    def find(self, image: np.ndarray, embedding: object | None = None) -> Boxes:
-        return self.find_with_maps(image)[0]
 
 
 def build_net(architecture: dict, features: nn.Sequential | None = None) -> BackboneNet:

@@ -87,3 +87,15 @@ class ClassMaps:
         """(K, H, W) float32 probabilities resampled to the original image (bilinear)."""
         h, w = self.resized
         return resize_bilinear(self.probabilities[:, :h, :w], original_hw).astype(np.float32)
+
+
+class FindsWithMaps:
+    """``find`` and ``find_with_maps`` of a prompter whose ``maps(image) -> ClassMaps`` gives
+    its class probabilities (the PyTorch and the exported backbone prompters)."""
+
+    def find_with_maps(self, image: np.ndarray) -> tuple[Boxes, ClassMaps]:
+        maps = self.maps(image)
+        return map_prompter_boxes(self, maps.probabilities, image.shape[:2]), maps
+
+    def find(self, image: np.ndarray, embedding: object | None = None) -> Boxes:
+        return self.find_with_maps(image)[0]

@@ -28,7 +28,7 @@ from automedseg.checkpoints import read_card
 from automedseg.errors import WeightsError
 from automedseg.prompt.backbone_space import backbone_input
 from automedseg.prompt.base import card_propagation, card_refinement
-from automedseg.prompt.components import ClassMaps, map_prompter_boxes
+from automedseg.prompt.components import ClassMaps, FindsWithMaps, map_prompter_boxes
 from automedseg.resample import resize_bilinear
 from automedseg.runtime.transforms import postprocess, preprocess
 from automedseg.segment.model_space import IMAGE_SIZE
@@ -237,7 +237,7 @@ class OnnxHeadPrompter:
 
 
 @dataclass
-class OnnxBackbonePrompter:
+class OnnxBackbonePrompter(FindsWithMaps):
     """``prompt.backbone.BackbonePrompter`` on an exported model (a ``prompt.base.Prompter``)."""
 
     model: Any  # OnnxModel or runtime.openvino.OpenVinoModel
@@ -254,13 +254,6 @@ class OnnxBackbonePrompter:
         batch, resized = backbone_input(image, self.size)
         logits = self.model.run(image=batch)[0]
         return ClassMaps(expit(logits[0]).astype(np.float32), resized, tuple(self.labels))
-
-    def find_with_maps(self, image: np.ndarray) -> tuple[Boxes, ClassMaps]:
-        maps = self.maps(image)
-        return map_prompter_boxes(self, maps.probabilities, image.shape[:2]), maps
-
-    def find(self, image: np.ndarray, embedding: object | None = None) -> Boxes:
-        return self.find_with_maps(image)[0]
 
 
 def prompter_of(model: Any) -> OnnxHeadPrompter | OnnxBackbonePrompter:
