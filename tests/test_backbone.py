@@ -16,7 +16,7 @@ from automedseg.pipeline.refine import agreements, refine, tight_boxes
 from automedseg.prompt import load_prompter
 from automedseg.prompt.backbone import BackboneNet, BackbonePrompter, build_net
 from automedseg.prompt.backbone_space import backbone_input
-from automedseg.prompt.components import ClassMaps
+from automedseg.prompt.components import ClassMaps, boxes_from_probabilities
 from automedseg.prompt.pretrained import MOBILENET_V2, PretrainedWeights
 from automedseg.types import Boxes, Segmentation
 from conftest import BoxFiller, write_disks
@@ -32,7 +32,7 @@ class SquareNet(torch.nn.Module):
         self.a, self.b = a, b
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        logits = torch.full((1, 1, *image.shape[-2:]), -20.0)
+        logits = torch.full((len(image), 1, *image.shape[-2:]), -20.0)
         logits[..., self.a : self.b, self.a : self.b] = 20.0
         return logits
 
@@ -47,12 +47,39 @@ def test_the_input_keeps_the_aspect_and_pads_to_a_multiple_of_32():
 
 def test_boxes_come_from_the_maps_in_original_pixels():
     # 200 x 100 image, size 64: resized to 64 x 32, so one map pixel is 200 / 64 = 3.125 px.
-    prompter = BackbonePrompter(SquareNet(8, 16), {2: "polyp"}, size=64)
+    prompter = BackbonePrompter([SquareNet(8, 16)], {2: "polyp"}, sizes=(64,))
     boxes, maps = prompter.find_with_maps(np.zeros((200, 100), np.float32))
     assert boxes.labels.tolist() == [2] and boxes.scores[0] == pytest.approx(1.0)
     assert boxes.xyxy.tolist() == [[25, 25, 49, 49]]  # 8 * 3.125 = 25, 16 * 3.125 - 1 = 49
     at = maps.at((200, 100))
     assert at.shape == (1, 200, 100) and at[0, 37, 37] > 0.99 and at[0, 100, 50] < 0.01
+
+
+def test_members_and_the_mirrored_view_are_averaged_in_the_largest_members_space():
+    # the net marks rows/cols [8, 16) of whatever it sees: on the mirror image that is the
+    # right-hand square once mirrored back, so each square gets half of that member's votes
+    one = BackbonePrompter([SquareNet(8, 16)], {1: "x"}, sizes=(64,), flip=True)
+    maps = one.maps(np.zeros((64, 64), np.float32))
+    assert maps.resized == (64, 64)
+    assert maps.probabilities[0, 12, 12] == pytest.approx(0.5, abs=1e-3)
+    assert maps.probabilities[0, 12, 64 - 13] == pytest.approx(0.5, abs=1e-3)
+    two = BackbonePrompter([SquareNet(8, 16), SquareNet(0, 0)], {1: "x"}, sizes=(32, 64))
+    maps = two.maps(np.zeros((128, 64), np.float32))  # resized to 32 x 16 and 64 x 32
+    assert two.size == 64 and maps.resized == (64, 32) and maps.probabilities.shape == (1, 64, 32)
+    assert maps.probabilities[0, 24, 24] == pytest.approx(0.5, abs=1e-3)  # (8..16) × 2, half
+    assert maps.probabilities[0, 50, 5] < 1e-3
+
+
+def test_the_fallback_keeps_a_classs_best_box_when_none_reaches_the_threshold():
+    probability = np.zeros((2, 32, 32), np.float32)
+    probability[0, 2:6, 2:6], probability[0, 20:30, 20:30] = 0.6, 0.7
+    probability[1, 10:12, 10:12] = 0.95
+    options = {"pixel_threshold": 0.5, "score_threshold": 0.9, "size": 32}
+    plain = boxes_from_probabilities(probability, (32, 32), [1, 2], **options)
+    assert plain.labels.tolist() == [2]
+    kept = boxes_from_probabilities(probability, (32, 32), [1, 2], **options, fallback=True)
+    assert kept.labels.tolist() == [1, 2] and kept.xyxy[0].tolist() == [20, 20, 29, 29]
+    assert kept.scores[0] == pytest.approx(0.7)
 
 
 def test_refinement_reprompts_with_the_tight_box_and_drops_masks_the_map_disagrees_with():
@@ -79,7 +106,7 @@ def test_refinement_reprompts_with_the_tight_box_and_drops_masks_the_map_disagre
 
 
 def test_segment_plane_applies_the_prompters_refinement():
-    prompter = BackbonePrompter(SquareNet(8, 16), {1: "x"}, size=64,
+    prompter = BackbonePrompter([SquareNet(8, 16)], {1: "x"}, sizes=(64,),
                                 refinement={"reprompt": False, "min_agreement": 0.9})
     seg = segment_plane(np.zeros((64, 64), np.float32), prompter, BoxFiller())
     assert len(seg.boxes) == 1  # the box mask equals the map: kept
@@ -118,10 +145,10 @@ def _card(tmp_path, **changes):
     from automedseg.checkpoints import save_checkpoint
 
     net = build_net({"backbone": "mobilenet_v2", "num_classes": 2, "width": 16})
-    card = {"kind": "backbone", "architecture": net.architecture() | {"width": 16}, "size": 64,
-            "labels": {"1": "a", "2": "b"}, "score_threshold": 0.5, "pixel_threshold": 0.5,
-            **changes}  # fmt: skip
-    return save_checkpoint(tmp_path / "p.safetensors", net.state_dict(), card)
+    prompter = BackbonePrompter([net], {1: "a", 2: "b"}, sizes=(64,))
+    card = {"kind": "backbone", "members": prompter.members(), "labels": {"1": "a", "2": "b"},
+            "score_threshold": 0.5, "pixel_threshold": 0.5, **changes}  # fmt: skip
+    return save_checkpoint(tmp_path / "p.safetensors", prompter.state_dict(), card)
 
 
 def test_cards_of_another_kind_class_count_or_refinement_are_refused(tmp_path):
@@ -136,7 +163,7 @@ def test_cards_of_another_kind_class_count_or_refinement_are_refused(tmp_path):
         load_prompter(_card(tmp_path, refinement={"settings": {"min_agreement": 2}}))
     path = _card(tmp_path)
     info = json.loads(path.read_text())
-    info["architecture"]["num_classes"] = 3
+    info["members"][0]["architecture"]["num_classes"] = 3
     path.write_text(json.dumps(info))
     with pytest.raises(WeightsError, match="do not describe a backbone prompter"):
         load_prompter(path)
@@ -147,7 +174,7 @@ def test_train_backbone_writes_a_card_that_loads_segments_and_resumes(tmp_path):
 
     write_disks(tmp_path / "data", n=10)
     out = tmp_path / "bb"
-    options = {"size": 64, "val_fraction": 0.2, "tune_fraction": 0.25, "batch_size": 4,
+    options = {"sizes": (64, 32), "val_fraction": 0.2, "tune_fraction": 0.25, "batch_size": 4,
                "progress": False, "task": "disks"}  # fmt: skip
     card = train_backbone(tmp_path / "data", out, BoxFiller(), epochs=1, **options)
     info = json.loads(card.read_text())
@@ -160,11 +187,14 @@ def test_train_backbone_writes_a_card_that_loads_segments_and_resumes(tmp_path):
         (out / "train_cases.txt").read_text().split()
     ) - set(tune)
     assert set(info["refinement"]["settings"]) == {"reprompt", "min_agreement"}
+    assert [m["size"] for m in info["training"]["members"]] == [64, 32] and info["flip"]
+    assert isinstance(info["fallback"], bool)
     prompter = load_prompter(card)
-    assert isinstance(prompter.net, BackboneNet)
+    assert [type(n) for n in prompter.nets] == [BackboneNet] * 2 and prompter.sizes == (64, 32)
     segment_plane(np.zeros((64, 64), np.float32), prompter, BoxFiller())
     train_backbone(tmp_path / "data", out, BoxFiller(), epochs=1, resume=True, **options)
-    assert "resumed after epoch 1" in (out / "train.log").read_text()
+    log = (out / "train.log").read_text()
+    assert "64 px: resumed after epoch 1" in log and "32 px: resumed after epoch 1" in log
     with pytest.raises(InputError, match="started for 1 epochs, not 3"):
         train_backbone(tmp_path / "data", out, BoxFiller(), epochs=3, resume=True, **options)
 
@@ -174,11 +204,11 @@ def test_no_foreground_or_a_class_missing_from_tuning_is_refused(tmp_path):
 
     write_disks(tmp_path / "empty", n=4, labels=(0,))
     with pytest.raises(InputError, match="no foreground"):
-        train_backbone(tmp_path / "empty", tmp_path / "o", BoxFiller(), epochs=1, size=64,
+        train_backbone(tmp_path / "empty", tmp_path / "o", BoxFiller(), epochs=1, sizes=(64,),
                        progress=False)  # fmt: skip
     write_disks(tmp_path / "two", n=8, labels=(1, 1, 1, 1, 1, 1, 1, 2))
     with pytest.raises(InputError, match=r"label\(s\) \[2\] never appear in the tuning"):
-        train_backbone(tmp_path / "two", tmp_path / "o2", BoxFiller(), epochs=1, size=64,
+        train_backbone(tmp_path / "two", tmp_path / "o2", BoxFiller(), epochs=1, sizes=(64,),
                        val_fraction=0.2, tune_fraction=0.2, progress=False)  # fmt: skip
 
 
@@ -187,11 +217,14 @@ def test_the_onnx_and_openvino_backbone_prompters_match_pytorch(tmp_path):
     from automedseg.runtime.onnx import load_onnx_prompter
 
     torch.manual_seed(0)
-    net = build_net({"backbone": "mobilenet_v2", "num_classes": 1, "width": 16}).eval()
-    prompter = BackbonePrompter(net, {1: "x"}, size=96, refinement={"reprompt": True})
+    nets = [build_net({"backbone": "mobilenet_v2", "num_classes": 1, "width": 16}).eval()
+            for _ in range(2)]  # fmt: skip
+    prompter = BackbonePrompter(nets, {1: "x"}, sizes=(96, 64), flip=True, fallback=True,
+                                refinement={"reprompt": True})  # fmt: skip
     export_backbone_prompter(prompter, tmp_path / "prompter", "abc", task="t")
     onnx = load_onnx_prompter(tmp_path / "prompter.json", threads=1)
-    assert onnx.refinement == {"reprompt": True} and onnx.size == 96
+    assert onnx.refinement == {"reprompt": True} and onnx.sizes == (96, 64)
+    assert onnx.flip and onnx.fallback
     image = np.random.default_rng(0).random((70, 90, 3), np.float32)
     want = prompter.maps(image).probabilities
     np.testing.assert_allclose(onnx.maps(image).probabilities, want, atol=1e-4)
@@ -204,6 +237,7 @@ def test_the_onnx_and_openvino_backbone_prompters_match_pytorch(tmp_path):
         model = load_openvino_model(card, BACKBONE, threads=1, precision=precision)
         ov_prompter = prompter_of(model)
         assert ov_prompter.refinement == {"reprompt": True} and model.precision == precision
+        assert ov_prompter.sizes == (96, 64) and ov_prompter.flip
         np.testing.assert_allclose(ov_prompter.maps(image).probabilities, want, atol=tolerance)
     from automedseg.runtime.onnx import ENCODER
 

@@ -211,8 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
         "head: small CNN on LiteMedSAM's embedding; yolonas: YOLO-NAS S",
     )
     tp.add_argument(
-        "--size", type=int, default=320,
-        help="--kind backbone: longest side of the image the network sees (default 320)",
+        "--size", dest="sizes", type=int, nargs="+", default=[320], metavar="PX",
+        help="--kind backbone: longest side of the image the network sees (default 320); "
+        "several sizes train one member each, whose maps are averaged",
+    )  # fmt: skip
+    tp.add_argument(
+        "--no-flip", dest="flip", action="store_false",
+        help="--kind backbone: do not also read the mirrored image when predicting",
     )  # fmt: skip
     tp.add_argument(
         "--tune-split", dest="tune_fraction", type=float, default=0.15,
@@ -228,8 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of cases held out for validation (default 0.2)",
     )
     tp.add_argument(
-        "--epochs", type=int, help="training epochs (default: backbone 16, head 30, yolonas 30)"
-    )
+        "--epochs", type=int, nargs="+", metavar="N",
+        help="training epochs (default: backbone 16, head 30, yolonas 30); --kind backbone "
+        "with several --size values may give one per member",
+    )  # fmt: skip
     tp.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     tp.add_argument("--channel", type=int, default=0, help="image channel for multi-channel data")
     tp.add_argument("--cache", help="embedding cache folder for --kind head (default OUT/cache)")
@@ -542,8 +549,9 @@ def _train_prompter(args: argparse.Namespace) -> int:
 
         segmenter = load_models(runtime="torch", segmenter_weights=args.segmenter_weights)
         card = train_backbone(
-            args.data, args.out, segmenter.segmenter, size=args.size,
-            val_fraction=args.val_fraction, tune_fraction=args.tune_fraction, **_epochs(args),
+            args.data, args.out, segmenter.segmenter, sizes=tuple(args.sizes), flip=args.flip,
+            val_fraction=args.val_fraction, tune_fraction=args.tune_fraction,
+            **_epochs(args, len(args.sizes)),
             resume=args.resume, channel=args.channel, task=args.task, seed=args.seed,
             label_choice=_label_choice(args), limit=args.limit, progress=progress,
             segmenter_record=segmenter_record(args.segmenter_weights),
@@ -574,9 +582,17 @@ def _train_prompter(args: argparse.Namespace) -> int:
     return 0
 
 
-def _epochs(args: argparse.Namespace) -> dict:
-    """``epochs`` only when given: each trainer's own default applies otherwise."""
-    return {} if args.epochs is None else {"epochs": args.epochs}
+def _epochs(args: argparse.Namespace, members: int = 1) -> dict:
+    """``epochs`` only when given (each trainer's own default applies otherwise): one number,
+    or with several backbone members one per member."""
+    if args.epochs is None:
+        return {}
+    if len(args.epochs) == 1:
+        return {"epochs": args.epochs[0]}
+    if len(args.epochs) != members or members == 1:
+        raise AutomedsegError(f"--epochs takes one number, or one per --size ({members}), not "
+                              f"{len(args.epochs)}")  # fmt: skip
+    return {"epochs": tuple(args.epochs)}
 
 
 def _train_propagation(args: argparse.Namespace) -> int:

@@ -10,8 +10,9 @@ model                         inputs                             outputs
 ``litemedsam_mask_decoder``   embedding (1, 256, 64, 64),        logits (N, 1, 256, 256),
                               boxes (N, 4) XYXY in 256-space     iou (N, 1); N is dynamic
 ``head_prompter``             embedding (1, 256, 64, 64)         logits (1, K, 128, 128)
-``backbone_prompter``         image (1, 3, H, W) normalised,     logits (1, K, H, W); H, W are
-                              H, W multiples of 32               dynamic
+``backbone_prompter``         image_i (V, 3, H, W) normalised    logits_i (V, K, H, W) per
+                              per member i, H, W multiples of    member; H, W dynamic, V = 2
+                              32                                 with the mirrored view
 ``yolonas_prompter``          image (1, 3, S, S) letterboxed     boxes (1, A, 4) XYXY input px,
                                                                  scores (1, A, C) sigmoid
 ============================  =================================  ==============================
@@ -214,6 +215,17 @@ def export_head_prompter(
     )
 
 
+class MembersForExport(nn.Module):
+    """A backbone prompter's members as one graph: member i's input → member i's logits."""
+
+    def __init__(self, nets: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(net(image) for net, image in zip(self.nets, images, strict=True))
+
+
 def export_backbone_prompter(
     prompter: BackbonePrompter,
     path: str | Path,
@@ -221,31 +233,36 @@ def export_backbone_prompter(
     check_inputs: Sequence[Inputs] | None = None,
     task: str | None = None,
 ) -> Exported:
-    """A ``prompt.backbone.BackbonePrompter``'s network: a normalised (1, 3, H, W) image (H, W
-    multiples of 32, dynamic) → (1, K, H, W) class logits. The card carries the labels, input
-    size, thresholds and refinement. ``check_inputs``: tuples ``(image,)``; by default seeded
-    random images of two shapes."""
+    """A ``prompt.backbone.BackbonePrompter``'s members: for each, normalised (V, 3, H, W)
+    views (H, W multiples of 32, dynamic; V = 2 with the mirror image) → (V, K, H, W) class
+    logits. The card carries the members, labels, thresholds and refinement. ``check_inputs``:
+    tuples with one input per member; by default seeded random images of two shapes."""
     from automedseg.prompt.backbone_space import STRIDE
 
     generator = torch.Generator().manual_seed(0)
-    side = prompter.size - prompter.size % STRIDE
-    example = (torch.randn(1, 3, side, side, generator=generator),)
-    other = (torch.randn(1, 3, side, max(STRIDE, side - 2 * STRIDE), generator=generator),)
-    rows, cols = torch.export.Dim("rows", min=1, max=64), torch.export.Dim("cols", min=1, max=64)
+    count, views = len(prompter.nets), 2 if prompter.flip else 1
+    sides = [size - size % STRIDE for size in prompter.sizes]
+    example = tuple(torch.randn(views, 3, s, s, generator=generator) for s in sides)
+    other = tuple(torch.randn(views, 3, s, max(STRIDE, s - 2 * STRIDE), generator=generator)
+                  for s in sides)  # fmt: skip
+    shapes = tuple({2: STRIDE * torch.export.Dim(f"rows_{i}", min=1, max=64),
+                    3: STRIDE * torch.export.Dim(f"cols_{i}", min=1, max=64)}
+                   for i in range(count))  # fmt: skip
     return export_module(
-        prompter.net,
+        MembersForExport(prompter.nets),
         example,
         path,
         BACKBONE,
-        input_names=["image"],
-        output_names=["logits"],
+        input_names=[f"image_{i}" for i in range(count)],
+        output_names=[f"logits_{i}" for i in range(count)],
         check_inputs=check_inputs or [example, other],
         source={"model": "BackboneNet", "weights_sha256": weights_sha256},
-        dynamic_shapes={"image": {2: STRIDE * rows, 3: STRIDE * cols}},
+        dynamic_shapes={"images": shapes},
         extra={
             "task": task,
-            "architecture": prompter.net.architecture(),
-            "size": prompter.size,
+            "members": prompter.members(),
+            "flip": prompter.flip,
+            "fallback": prompter.fallback,
             "labels": {str(k): v for k, v in prompter.labels.items()},
             "score_threshold": prompter.score_threshold,
             "pixel_threshold": prompter.pixel_threshold,

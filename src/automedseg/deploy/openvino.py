@@ -23,8 +23,9 @@ from automedseg.checkpoints import file_sha256, read_card
 from automedseg.errors import WeightsError
 from automedseg.runtime.openvino import CARD_VERSION, KIND
 
-CARRIED = ("task", "architecture", "size", "labels", "score_threshold", "pixel_threshold",
-           "min_area_fraction", "refinement", "propagation", "segmenter_sha256")  # fmt: skip
+CARRIED = ("task", "architecture", "members", "flip", "fallback", "labels", "score_threshold",
+           "pixel_threshold", "min_area_fraction", "refinement", "propagation",
+           "segmenter_sha256")  # fmt: skip
 """ONNX card fields an OpenVINO card keeps (the prompters' settings)."""
 
 

@@ -3,9 +3,11 @@
 It reads the image itself, not LiteMedSAM's embedding: the plane is resized so that its
 longest side is ``size`` (aspect kept), padded bottom/right to a multiple of 32, given
 ImageNet's normalisation, and the network predicts one probability map per class at that
-resolution. Each connected component above ``pixel_threshold`` becomes a box (score = its
-highest probability) that prompts the segmenter, as the head prompter's do; the maps also go
-to the pipeline, which refines the segmenter's masks with them (``pipeline.refine``).
+resolution. A prompter has one or more members (networks trained at different sizes) and may
+also read the mirrored image; their maps are averaged (``backbone_space.combined``). Each
+connected component above ``pixel_threshold`` becomes a box (score = its highest probability)
+that prompts the segmenter, as the head prompter's do; the maps also go to the pipeline, which
+refines the segmenter's masks with them (``pipeline.refine``).
 
 Decoder: the backbone's stride 4, 8, 16 and 32 features, each reduced to ``width`` channels,
 added top-down (upsampled) and smoothed by a 3×3 convolution, then a 1×1 classifier at
@@ -24,7 +26,7 @@ from torch import nn
 
 from automedseg.checkpoints import load_checkpoint
 from automedseg.errors import WeightsError
-from automedseg.prompt.backbone_space import backbone_input
+from automedseg.prompt.backbone_space import combined, views
 from automedseg.prompt.base import card_propagation, card_refinement
 from automedseg.prompt.components import ClassMaps, FindsWithMaps
 
@@ -84,11 +86,16 @@ class BackboneNet(nn.Module):
 class BackbonePrompter(FindsWithMaps):
     """Implements ``prompt.base.Prompter`` from the image alone (``uses_embedding`` False)."""
 
-    net: BackboneNet
+    nets: list[BackboneNet]
+    """The members, one network each."""
     labels: dict[int, str]
-    """Label value → class name, in the network's output-channel order."""
-    size: int = 320
-    """Longest side of the image the network sees."""
+    """Label value → class name, in the networks' output-channel order."""
+    sizes: tuple[int, ...] = (320,)
+    """Longest side of the image each member sees."""
+    flip: bool = False
+    """Also read the left-right mirror image (test-time augmentation)."""
+    fallback: bool = False
+    """A class with no box above ``score_threshold`` keeps its best one (``components``)."""
     score_threshold: float = 0.5
     pixel_threshold: float = 0.5
     min_area_fraction: float = 0.0005
@@ -97,11 +104,29 @@ class BackbonePrompter(FindsWithMaps):
     uses_embedding: bool = False
     propagation: dict = field(default_factory=dict)
 
+    @property
+    def size(self) -> int:
+        """Longest side of the space the averaged maps are in (the largest member's)."""
+        return max(self.sizes)
+
     @torch.inference_mode()
     def maps(self, image: np.ndarray) -> ClassMaps:
-        batch, resized = backbone_input(image, self.size)
-        logits = self.net.eval()(torch.from_numpy(batch))
-        return ClassMaps(torch.sigmoid(logits)[0].numpy(), resized, tuple(self.labels))
+        probabilities, resized = [], []
+        for net, size in zip(self.nets, self.sizes, strict=True):
+            batch, hw = views(image, size, self.flip)
+            probabilities.append(torch.sigmoid(net.eval()(torch.from_numpy(batch))).numpy())
+            resized.append(hw)
+        averaged, hw = combined(probabilities, resized)
+        return ClassMaps(averaged, hw, tuple(self.labels))
+
+    def members(self) -> list[dict]:
+        """The card's ``members``: each network's architecture and size."""
+        return [{"architecture": net.architecture(), "size": size}
+                for net, size in zip(self.nets, self.sizes, strict=True)]  # fmt: skip
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The members' weights, keyed ``"<member>.<parameter>"``."""
+        return nn.ModuleList(self.nets).state_dict()
 
 
 def build_net(architecture: dict, features: nn.Sequential | None = None) -> BackboneNet:
@@ -116,28 +141,40 @@ def build_net(architecture: dict, features: nn.Sequential | None = None) -> Back
     )
 
 
+def card_members(card: dict) -> list[dict]:
+    """A card's ``members``; a card of one network (without them) gives its own architecture
+    and size as the only member."""
+    if "members" in card:
+        return list(card["members"])
+    return [{"architecture": card.get("architecture"), "size": card["size"]}]
+
+
 def load_backbone_prompter(card_path: str | Path) -> BackbonePrompter:
     """A trained backbone prompter from its card; refuses cards of another kind or shape."""
     card, state = load_checkpoint(card_path)
     if card.get("kind") != "backbone":
         raise WeightsError(f"not a backbone prompter card (kind {card.get('kind')!r})", card_path)
     try:
-        net = build_net(card["architecture"])
-        net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        members = card_members(card)
+        if "members" not in card:  # a card of one network, from before members existed
+            state = {f"0.{k}": v for k, v in state.items()}
+        nets = nn.ModuleList(build_net(m["architecture"]) for m in members)
+        nets.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        sizes = tuple(int(m["size"]) for m in members)
         labels = {int(k): str(v) for k, v in card["labels"].items()}
-        size = int(card["size"])
         thresholds = {k: float(card[k]) for k in ("score_threshold", "pixel_threshold")}
+        switches = {k: bool(card.get(k, False)) for k in ("flip", "fallback")}
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         detail = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
         raise WeightsError(f"card and weights do not describe a backbone prompter: {detail}",
                            card_path) from None  # fmt: skip
-    if len(labels) != net.num_classes:
+    if not len(nets) or any(len(labels) != net.num_classes for net in nets):
         raise WeightsError(
-            f"card lists {len(labels)} classes but the network has {net.num_classes}", card_path
-        )
+            f"card lists {len(labels)} classes but the networks have "
+            f"{[net.num_classes for net in nets]}", card_path
+        )  # fmt: skip
     return BackbonePrompter(
-        net.eval(), labels, size=size, **thresholds,
+        [net.eval() for net in nets], labels, sizes=sizes, **switches, **thresholds,
         min_area_fraction=float(card.get("min_area_fraction", 0.0005)),
         refinement=card_refinement(card, card_path), propagation=card_propagation(card, card_path),
     )  # fmt: skip
-

@@ -4,13 +4,18 @@ trainer share it).
 A plane in [0, 1] ((H, W) or (H, W, C); gray is repeated to 3 channels) is resized so that its
 longest side is ``size`` (antialiased bilinear, aspect kept), padded bottom/right with black to
 a multiple of ``STRIDE`` and normalised with ImageNet's channel means and deviations.
+
+A prompter may have several members (networks at different sizes) and mirror the image
+(test-time augmentation): ``views`` gives one member's input — the plane, and its mirror image
+as a second batch item — and ``combined`` averages every member's and view's probabilities
+in the largest member's resized space.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from automedseg.resample import resize_antialiased
+from automedseg.resample import resize_antialiased, resize_bilinear
 from automedseg.segment.model_space import resized_shape
 
 STRIDE = 32
@@ -49,3 +54,27 @@ def backbone_input(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int,
     rgb = resized_rgb(image, size)
     h, w = rgb.shape[:2]
     return normalised(pad_to(rgb, (padded(h), padded(w))))[None], (h, w)
+
+
+def views(image: np.ndarray, size: int, flip: bool) -> tuple[np.ndarray, tuple[int, int]]:
+    """(V, 3, Hp, Wp) input of one member — the plane, and with ``flip`` its left-right mirror
+    as the second item — and the (h, w) of the resized plane inside it."""
+    batch, resized = backbone_input(image, size)
+    if flip:
+        mirrored, _ = backbone_input(np.ascontiguousarray(np.asarray(image)[:, ::-1]), size)
+        batch = np.concatenate([batch, mirrored])
+    return batch, resized
+
+
+def combined(
+    probabilities: list[np.ndarray], resized: list[tuple[int, int]]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """Each member's (V, K, Hp, Wp) probabilities (view 1, if any, of the mirrored plane)
+    averaged as (K, h, w) in the largest member's resized space (h, w), which is returned too."""
+    target = max(resized, key=lambda hw: hw[0] * hw[1])
+    stack = []
+    for member, (h, w) in zip(probabilities, resized, strict=True):
+        for view, maps in enumerate(member):
+            maps = maps[:, :h, :w] if view == 0 else maps[:, :h, :w][:, :, ::-1]
+            stack.append(maps if (h, w) == target else resize_bilinear(maps, target))
+    return np.mean(stack, axis=0).astype(np.float32), target

@@ -27,8 +27,12 @@ def boxes_from_probabilities(
     score_threshold: float = 0.0,
     min_area_fraction: float = 0.0,
     size: int = IMAGE_SIZE,
+    fallback: bool = False,
 ) -> Boxes:
-    """One box per connected component of each class map, mapped to original pixels."""
+    """One box per connected component of each class map, mapped to original pixels; a
+    component's score is its highest probability. With ``fallback``, a class none of whose
+    components reaches ``score_threshold`` keeps its best-scoring one (for data in which every
+    image holds every class)."""
     new_h, new_w = resized_shape(original_hw, size)
     scale = size / max(original_hw)
     min_area = min_area_fraction * new_h * new_w
@@ -41,24 +45,28 @@ def boxes_from_probabilities(
         index = np.arange(1, count + 1)
         areas = ndimage.sum_labels(np.ones_like(prob), components, index)
         peaks = ndimage.maximum(prob, components, index)
-        for region, area, peak in zip(ndimage.find_objects(components), areas, peaks, strict=True):
-            if area < min_area or peak < score_threshold:
-                continue
-            rows, cols = region
+        regions = [(r, float(p)) for r, a, p in
+                   zip(ndimage.find_objects(components), areas, peaks, strict=True)
+                   if a >= min_area]  # fmt: skip
+        kept = [(r, p) for r, p in regions if p >= score_threshold]
+        if fallback and regions and not kept:
+            kept = [max(regions, key=lambda region: region[1])]
+        for (rows, cols), peak in kept:
             h, w = original_hw
             x0, y0 = np.floor(cols.start / scale), np.floor(rows.start / scale)
             x1 = min(w - 1, np.ceil(cols.stop / scale) - 1)
             y1 = min(h - 1, np.ceil(rows.stop / scale) - 1)
             xyxy.append((x0, y0, x1, y1))
             labels.append(label)
-            scores.append(float(peak))
+            scores.append(peak)
     return Boxes(np.asarray(xyxy, np.float32).reshape(-1, 4), np.asarray(labels, int), scores)
 
 
 def map_prompter_boxes(prompter, probabilities: np.ndarray, original_hw: tuple[int, int]) -> Boxes:
     """Boxes of a prompter that predicts class maps (the head and backbone prompters), with
     its labels and thresholds (``labels``, ``pixel_threshold``, ``score_threshold``,
-    ``min_area_fraction``) and the longest side of its map space (``size``, default 256)."""
+    ``min_area_fraction``), the longest side of its map space (``size``, default 256) and
+    ``fallback`` (default False)."""
     return boxes_from_probabilities(
         probabilities,
         original_hw,
@@ -67,6 +75,7 @@ def map_prompter_boxes(prompter, probabilities: np.ndarray, original_hw: tuple[i
         prompter.score_threshold,
         prompter.min_area_fraction,
         getattr(prompter, "size", IMAGE_SIZE),
+        getattr(prompter, "fallback", False),
     )
 
 

@@ -26,7 +26,7 @@ from scipy.special import expit
 from automedseg import __version__
 from automedseg.checkpoints import read_card
 from automedseg.errors import WeightsError
-from automedseg.prompt.backbone_space import backbone_input
+from automedseg.prompt.backbone_space import combined, views
 from automedseg.prompt.base import card_propagation, card_refinement
 from automedseg.prompt.components import ClassMaps, FindsWithMaps, map_prompter_boxes
 from automedseg.resample import resize_bilinear
@@ -242,7 +242,9 @@ class OnnxBackbonePrompter(FindsWithMaps):
 
     model: Any  # OnnxModel or runtime.openvino.OpenVinoModel
     labels: dict[int, str]
-    size: int = 320
+    sizes: tuple[int, ...] = (320,)
+    flip: bool = False
+    fallback: bool = False
     score_threshold: float = 0.5
     pixel_threshold: float = 0.5
     min_area_fraction: float = 0.0005
@@ -250,10 +252,16 @@ class OnnxBackbonePrompter(FindsWithMaps):
     uses_embedding: bool = False
     propagation: dict = field(default_factory=dict)
 
+    @property
+    def size(self) -> int:
+        return max(self.sizes)
+
     def maps(self, image: np.ndarray) -> ClassMaps:
-        batch, resized = backbone_input(image, self.size)
-        logits = self.model.run(image=batch)[0]
-        return ClassMaps(expit(logits[0]).astype(np.float32), resized, tuple(self.labels))
+        inputs = [views(image, size, self.flip) for size in self.sizes]
+        names = [i["name"] for i in self.model.card["inputs"]]  # one per member
+        logits = self.model.run(**{n: b for n, (b, _) in zip(names, inputs, strict=True)})
+        averaged, hw = combined([expit(x) for x in logits], [hw for _, hw in inputs])
+        return ClassMaps(averaged, hw, tuple(self.labels))
 
 
 def prompter_of(model: Any) -> OnnxHeadPrompter | OnnxBackbonePrompter:
@@ -265,14 +273,17 @@ def prompter_of(model: Any) -> OnnxHeadPrompter | OnnxBackbonePrompter:
         labels = {int(k): str(v) for k, v in card["labels"].items()}
         numbers = {k: float(card[k]) for k in ("score_threshold", "pixel_threshold")}
         numbers["min_area_fraction"] = float(card.get("min_area_fraction", 0.0005))
-        size = int(card["size"]) if card["model"] == BACKBONE else 0
+        if card["model"] == BACKBONE:
+            members = card.get("members") or [{"size": card["size"]}]  # one network: its size
+            sizes = tuple(int(m["size"]) for m in members)
+            switches = {k: bool(card.get(k, False)) for k in ("flip", "fallback")}
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise WeightsError(f"the prompter's card lacks a valid {error}", card["_path"]) from None
     propagation = card_propagation(card, card["_path"])
     if card["model"] == BACKBONE:
         refinement = card_refinement(card, card["_path"])
-        return OnnxBackbonePrompter(model, labels, size, **numbers, refinement=refinement,
-                                    propagation=propagation)  # fmt: skip
+        return OnnxBackbonePrompter(model, labels, sizes, **switches, **numbers,
+                                    refinement=refinement, propagation=propagation)  # fmt: skip
     return OnnxHeadPrompter(model, labels, **numbers, propagation=propagation)
 
 

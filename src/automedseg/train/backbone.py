@@ -1,10 +1,11 @@
 """Training the backbone prompter (``prompt.backbone``) on a data folder, on the CPU.
 
-Reads top to bottom: split (train / tune / validation cases) → planes resized once into memory
-→ epochs of albumentations-augmented batches, bfloat16 forward where the CPU has it, a
-one-cycle schedule, a checkpoint after every epoch (``--resume``) → the epoch with the lowest
-tuning loss → the box score threshold and the refinement (``pipeline.refine``) that give the
-best Dice through the segmenter on the tuning planes → safetensors + card.
+Reads top to bottom: split (train / tune / validation cases) → for each member size, planes
+resized once into memory → epochs of albumentations-augmented batches, bfloat16 forward where
+the CPU has it, a one-cycle schedule, a checkpoint after every epoch (``last_<size>.pt``,
+``--resume``) → the epoch with the lowest tuning loss → with every member (and the mirrored
+view), the box score threshold, the fallback and the refinement (``pipeline.refine``) that give
+the best Dice through the segmenter on the tuning planes → safetensors + card.
 
 The tuning cases are a share of the training cases that the network never trains on; the
 validation cases (``val_cases.txt``, the same split as every other trainer) are used for
@@ -178,96 +179,79 @@ def candidates(prompter: BackbonePrompter, segmenter: BoxSegmenter, plane: Plane
     return Candidates(plane.labels, boxes, masks, agree, tight, tight_masks, tight_agree)
 
 
-def plane_dice(found: Candidates, settings: dict, threshold: float, labels: list[int]) -> float:
-    """Mean Dice over ``labels`` of the plane's label map under these settings."""
+def plane_dice(found: Candidates, settings: dict, threshold: float, labels: list[int],
+               fallback: bool = False) -> float:  # fmt: skip
+    """Mean Dice over ``labels`` of the plane's label map under these settings (``fallback``
+    as in ``prompt.components.boxes_from_probabilities``, before the agreement filter)."""
     tight = settings["reprompt"]
     boxes = found.tight_boxes if tight else found.boxes
     masks = found.tight_masks if tight else found.masks
     agree = found.tight_agreement if tight else found.agreement
-    keep = (boxes.scores >= threshold) & (agree >= settings["min_agreement"])
+    scores = np.asarray(boxes.scores, np.float32)
+    passed = scores >= threshold
+    if fallback:
+        for label in labels:
+            mine = boxes.labels == label
+            if mine.any() and not passed[mine].any():
+                passed[np.flatnonzero(mine)[np.argmax(scores[mine])]] = True
+    keep = passed & (agree >= settings["min_agreement"])
     chosen = Segmentation(masks[keep], Boxes(boxes.xyxy[keep], boxes.labels[keep],
-                                             boxes.scores[keep]))  # fmt: skip
+                                             scores[keep]))  # fmt: skip
     label_map = chosen.label_map() if keep.any() else np.zeros(found.truth.shape, np.uint8)
     return float(np.mean([dice(label_map == v, found.truth == v) for v in labels]))
 
 
-def choose_settings(all_found: list[Candidates], labels: list[int]) -> tuple[float, dict, dict]:
-    """(score threshold, refinement settings, their tuning Dice) with the best mean Dice; on a
-    tie the first in order (no reprompt before reprompt, lower agreement first)."""
-    table, best = {}, (-1.0, 0.5, {})
+def choose_settings(
+    all_found: list[Candidates], labels: list[int]
+) -> tuple[float, bool, dict, dict]:
+    """(score threshold, fallback, refinement settings, their tuning Dice) with the best mean
+    Dice. On a tie the first in order: no reprompt before reprompt, lower agreement first,
+    and the fallback first only when every tuning plane holds every label (data where an empty
+    answer is always wrong), else last."""
+    everywhere = all(set(labels) <= {int(v) for v in np.unique(f.truth)} for f in all_found)
+    table, best = {}, (-1.0, 0.5, False, {})
     for reprompt in (False, True):
         for agreement in AGREEMENTS:
             settings = {"reprompt": reprompt, "min_agreement": agreement}
             for threshold in THRESHOLDS:
-                score = float(np.mean([plane_dice(f, settings, float(threshold), labels)
-                                       for f in all_found]))  # fmt: skip
-                table[f"reprompt {reprompt}, agreement {agreement}, score {threshold}"] = score
-                if score > best[0] + 1e-9:
-                    best = (score, float(threshold), settings)
-    return best[1], best[2], table
+                for fallback in (True, False) if everywhere else (False, True):
+                    score = float(np.mean([plane_dice(f, settings, float(threshold), labels,
+                                                      fallback) for f in all_found]))  # fmt: skip
+                    table[_row(reprompt, agreement, threshold, fallback)] = score
+                    if score > best[0] + 1e-9:
+                        best = (score, float(threshold), fallback, settings)
+    return best[1], best[2], best[3], table
 
 
-def train_backbone(
-    data: str | Path,
-    out: str | Path,
-    segmenter: BoxSegmenter,
-    *,
-    size: int = 320,
-    val_fraction: float = 0.2,
-    tune_fraction: float = 0.15,
-    epochs: int = 16,
-    batch_size: int = 8,
-    learning_rate: float = 1e-3,
-    resume: bool = False,
-    channel: int = 0,
-    empty_fraction: float = 0.1,
-    task: str | None = None,
-    seed: int = 0,
-    label_choice: LabelChoice | None = None,
-    limit: int | None = None,
-    progress: bool = True,
-    segmenter_record: dict | None = None,
-) -> Path:
-    """Train a backbone prompter on a data set; returns the path of its card (JSON).
+def _row(reprompt: bool, agreement: float, threshold: float, fallback: bool) -> str:
+    return f"reprompt {reprompt}, agreement {agreement}, score {threshold}, fallback {fallback}"
 
-    ``segmenter`` is what the boxes will prompt (the task's LiteMedSAM, with its delta): the
-    score threshold and refinement are chosen on its Dice; ``segmenter_record`` is what the
-    card says about it. With ``resume``, training continues from ``out/last.pt``.
-    """
+
+@dataclass
+class Member:
+    """One member's training: its best weights, their tuning loss, and the seconds it took
+    (over every run that trained it, when resumed)."""
+
+    net: BackboneNet
+    size: int
+    tune_loss: float
+    seconds: float
+
+
+def train_member(
+    size: int, fit: list[SizedPlane], tune: list[SizedPlane], labels: list[int], transform,
+    last: Path, log: TrainLog, *, epochs: int, batch_size: int, learning_rate: float, seed: int,
+    resume: bool, progress: bool,
+) -> Member:  # fmt: skip
+    """Train one member from ImageNet weights (or resume from ``last``); the epoch with the
+    lowest tuning loss wins."""
     started = time.perf_counter()
-    label_choice = label_choice or LabelChoice()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    log = TrainLog(out / "train.log")
-    split = split_data(data, out, val_fraction=val_fraction, seed=seed, limit=limit)
-    fit_ids, tune_ids = split_cases(split.train_ids, tune_fraction, seed)
-    io.write_text(out / "tune_cases.txt", "\n".join(tune_ids) + "\n")
-    log(f"{len(fit_ids)} training, {len(tune_ids)} tuning, {len(split.val_ids)} validation cases "
-        f"(validation untouched); reading planes at {size} px")  # fmt: skip
-
-    def planes(ids: list[str], offset: int) -> list[Plane]:
-        return list(iter_planes(split.dataset, ids, channel, empty_fraction, seed + offset,
-                                label_choice))  # fmt: skip
-
-    fit = [sized(p, size) for p in planes(fit_ids, 0)]
-    tune_planes = planes(tune_ids, 1)
-    tune = [sized(p, size) for p in tune_planes]
-    labels = sorted(set().union(*({int(v) for v in np.unique(p.labels)} for p in fit)) - {0})
-    if not labels:
-        raise InputError("no foreground in any training mask: nothing to learn", data)
-    missing = set(labels) - set().union(*({int(v) for v in np.unique(p.labels)} for p in tune))
-    if missing:
-        raise InputError(f"label(s) {sorted(missing)} never appear in the tuning cases; use "
-                         "more data or another --seed", data)  # fmt: skip
-    colour = any(p.image.ndim == 3 for p in tune_planes)
-    transform = augmentation(colour)
     net = BackboneNet(mobilenet_v2_features(MOBILENET_V2.state_dict()), len(labels))
     optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
     steps = epochs * -(-len(fit) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps,
                                                    pct_start=0.15)  # fmt: skip
     first, best_loss, best_state, earlier = 1, float("inf"), None, 0.0
-    last = out / "last.pt"
     if resume and last.is_file():
         saved = read_training_state(last)
         if saved.get("epochs") != epochs:
@@ -284,70 +268,152 @@ def train_backbone(
                              "--resume)", last) from None  # fmt: skip
         first, best_loss, best_state = saved["epoch"] + 1, saved["best_loss"], saved["best"]
         earlier = float(saved.get("seconds", 0.0))
-        log(f"resumed after epoch {saved['epoch']}")
+        log(f"{size} px: resumed after epoch {saved['epoch']}")
     for epoch in range(first, epochs + 1):
         rng = np.random.default_rng(seed * 1000 + epoch)
+        desc = f"{size} px, epoch {epoch}/{epochs}" if progress else None
         loss = train_epoch(net, optimizer, schedule, fit, size, labels, batch_size, rng,
-                           transform, f"epoch {epoch}/{epochs}" if progress else None)  # fmt: skip
+                           transform, desc)  # fmt: skip
         held = tune_loss(net, tune, size, labels, batch_size)
         if held < best_loss:
             best_loss = held
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        seconds = earlier + time.perf_counter() - started
         torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "epoch": epoch, "epochs": epochs,
-                    "best_loss": best_loss,
-                    "best": best_state, "seconds": earlier + time.perf_counter() - started},
+                    "best_loss": best_loss, "best": best_state, "seconds": seconds},
                    last)  # fmt: skip
-        log(f"epoch {epoch}/{epochs} train loss {loss:.4f} tune loss {held:.4f} "
-            f"({earlier + time.perf_counter() - started:.0f} s)")  # fmt: skip
+        log(f"{size} px: epoch {epoch}/{epochs} train loss {loss:.4f} tune loss {held:.4f} "
+            f"({seconds:.0f} s)")  # fmt: skip
     net.load_state_dict(best_state)
-    prompter = BackbonePrompter(net.eval(), {v: "" for v in labels}, size=size,
+    return Member(net.eval(), size, best_loss, earlier + time.perf_counter() - started)
+
+
+def train_backbone(
+    data: str | Path,
+    out: str | Path,
+    segmenter: BoxSegmenter,
+    *,
+    sizes: tuple[int, ...] = (320,),
+    flip: bool = True,
+    val_fraction: float = 0.2,
+    tune_fraction: float = 0.15,
+    epochs: int | tuple[int, ...] = 16,
+    batch_size: int = 8,
+    learning_rate: float = 1e-3,
+    resume: bool = False,
+    channel: int = 0,
+    empty_fraction: float = 0.1,
+    task: str | None = None,
+    seed: int = 0,
+    label_choice: LabelChoice | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+    segmenter_record: dict | None = None,
+) -> Path:
+    """Train a backbone prompter on a data set; returns the path of its card (JSON).
+
+    One member per entry of ``sizes`` (the longest side its images are resized to), each
+    trained in turn for ``epochs`` (one number, or one per member); ``flip`` makes the prompter
+    also read the mirrored image. ``segmenter`` is what the boxes will prompt (the task's
+    LiteMedSAM, with its delta): the score threshold, fallback and refinement are chosen on its
+    Dice; ``segmenter_record`` is what the card says about it. With ``resume``, training
+    continues from ``out/last_<size>.pt``.
+    """
+    started = time.perf_counter()
+    label_choice = label_choice or LabelChoice()
+    sizes = tuple(int(size) for size in sizes)
+    if not sizes or len(set(sizes)) != len(sizes) or min(sizes) < 32:
+        raise InputError(f"member sizes must be distinct and at least 32 pixels, not {sizes}")
+    member_epochs = (epochs,) * len(sizes) if isinstance(epochs, int) else tuple(epochs)
+    if len(member_epochs) != len(sizes):
+        raise InputError(f"{len(member_epochs)} epoch counts for {len(sizes)} members")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = TrainLog(out / "train.log")
+    split = split_data(data, out, val_fraction=val_fraction, seed=seed, limit=limit)
+    fit_ids, tune_ids = split_cases(split.train_ids, tune_fraction, seed)
+    io.write_text(out / "tune_cases.txt", "\n".join(tune_ids) + "\n")
+    log(f"{len(fit_ids)} training, {len(tune_ids)} tuning, {len(split.val_ids)} validation cases "
+        f"(validation untouched); members at {', '.join(map(str, sizes))} px")  # fmt: skip
+
+    def planes(ids: list[str], offset: int) -> list[Plane]:
+        return list(iter_planes(split.dataset, ids, channel, empty_fraction, seed + offset,
+                                label_choice))  # fmt: skip
+
+    fit_planes, tune_planes = planes(fit_ids, 0), planes(tune_ids, 1)
+    labels = sorted(set().union(*({int(v) for v in np.unique(p.labels)} for p in fit_planes))
+                    - {0})  # fmt: skip
+    if not labels:
+        raise InputError("no foreground in any training mask: nothing to learn", data)
+    present = set().union(*({int(v) for v in np.unique(p.labels)} for p in tune_planes))
+    if missing := set(labels) - present:
+        raise InputError(f"label(s) {sorted(missing)} never appear in the tuning cases; use "
+                         "more data or another --seed", data)  # fmt: skip
+    transform = augmentation(any(p.image.ndim == 3 for p in tune_planes))
+    members, training_now = [], 0.0  # the members' seconds in this run (not resumed ones)
+    for size, count in zip(sizes, member_epochs, strict=True):
+        fit = [sized(p, size) for p in fit_planes]
+        tune = [sized(p, size) for p in tune_planes]
+        begun = time.perf_counter()
+        members.append(train_member(
+            size, fit, tune, labels, transform, out / f"last_{size}.pt", log, epochs=count,
+            batch_size=batch_size, learning_rate=learning_rate, seed=seed, resume=resume,
+            progress=progress))  # fmt: skip
+        training_now += time.perf_counter() - begun
+    prompter = BackbonePrompter([m.net for m in members], {v: "" for v in labels},
+                                sizes=sizes, flip=flip,
                                 min_area_fraction=MIN_AREA_FRACTION)  # fmt: skip
-    log(f"choosing the score threshold and refinement on {len(tune_planes)} tuning planes")
+    log(f"choosing the score threshold, fallback and refinement on {len(tune_planes)} tuning "
+        "planes")  # fmt: skip
     found = [candidates(prompter, segmenter, p) for p in tune_planes]
-    threshold, settings, table = choose_settings(found, labels)
-    log(f"score threshold {threshold}, refinement {settings}: tuning Dice "
-        f"{max(table.values()):.4f}")  # fmt: skip
+    threshold, fallback, settings, table = choose_settings(found, labels)
+    best = max(table.values())
+    log(f"score threshold {threshold}, fallback {fallback}, refinement {settings}: tuning Dice "
+        f"{best:.4f}")  # fmt: skip
     names = class_names(split.dataset.label_names, label_choice)
+    colour = any(p.image.ndim == 3 for p in tune_planes)
     card = {
         "kind": "backbone",
         "task": task,
-        "architecture": net.architecture(),
-        "size": size,
+        "members": prompter.members(),
+        "flip": flip,
+        "fallback": fallback,
         "labels": {str(v): names.get(v, f"label{v}") for v in labels},
         "score_threshold": threshold,
         "pixel_threshold": 0.5,
         "min_area_fraction": MIN_AREA_FRACTION,
-        "refinement": {"settings": settings, "tune_dice": round(max(table.values()), 4),
-                       "tune_dice_unrefined": round(table[_plain(threshold)], 4)},
+        "refinement": {"settings": settings, "tune_dice": round(best, 4),
+                       "tune_dice_unrefined": round(table[_row(False, 0.0, threshold,
+                                                               fallback)], 4)},  # fmt: skip
         "pretrained": MOBILENET_V2.record(),
         "segmenter": segmenter_record or {"name": "LiteMedSAM"},
-        "preprocessing": "automedseg.intensity.to_unit_range, longest side to size, ImageNet "
-        "normalisation, black padding to a multiple of 32",
+        "preprocessing": "automedseg.intensity.to_unit_range, longest side to each member's "
+        "size, ImageNet normalisation, black padding to a multiple of 32; members' and "
+        "mirrored views' probabilities averaged",
         "training": {
             **split.record(val_fraction, seed, channel, label_choice, limit),
             "tune_fraction": tune_fraction,
             "fit_cases": len(fit_ids),
             "tune_cases": len(tune_ids),
-            "fit_planes": len(fit),
+            "fit_planes": len(fit_planes),
             "tune_planes": len(tune_planes),
-            "epochs": epochs,
             "batch_size": batch_size,
             "learning_rate": learning_rate,
             "schedule": "one-cycle (torch OneCycleLR, 15 % warm-up)",
-            "seconds": round(earlier + time.perf_counter() - started, 1),
+            "members": [{"size": m.size, "epochs": count, "seconds": round(m.seconds, 1),
+                         "tune_loss": round(m.tune_loss, 4)}
+                        for m, count in zip(members, member_epochs, strict=True)],  # fmt: skip
+            "seconds": round(time.perf_counter() - started - training_now
+                             + sum(m.seconds for m in members), 1),  # fmt: skip
             "torch_threads": torch.get_num_threads(),
             "bfloat16_forward": bf16_supported(),
             "augmentation": "albumentations: flips, 90° turns, affine (scale 0.75–1.25, shift "
             "10 %, rotation 20°), brightness/contrast, gamma" + (", hue/saturation" * colour),
         },
-        "tune_metrics": {"loss": round(best_loss, 4), "dice": round(max(table.values()), 4)},
+        "tune_metrics": {"loss": [round(m.tune_loss, 4) for m in members], "dice": round(best, 4)},
     }
-    half = {k: v.half() if v.is_floating_point() else v for k, v in best_state.items()}
+    half = {k: v.half() if v.is_floating_point() else v for k, v in prompter.state_dict().items()}
     card_path = save_checkpoint(out / "prompter.safetensors", half, card)
     log(f"saved {card_path}")
     return card_path
-
-
-def _plain(threshold: float) -> str:
-    return f"reprompt False, agreement 0.0, score {threshold}"
