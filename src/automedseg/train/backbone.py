@@ -341,8 +341,11 @@ def train_backbone(
         return list(iter_planes(split.dataset, ids, channel, empty_fraction, seed + offset,
                                 label_choice))  # fmt: skip
 
-    fit_planes, tune_planes = planes(fit_ids, 0), planes(tune_ids, 1)
-    labels = sorted(set().union(*({int(v) for v in np.unique(p.labels)} for p in fit_planes))
+    def fit_at(size: int) -> list[SizedPlane]:  # read again per member: full planes not kept
+        return [sized(p, size) for p in planes(fit_ids, 0)]
+
+    first_fit, tune_planes = fit_at(sizes[0]), planes(tune_ids, 1)
+    labels = sorted(set().union(*({int(v) for v in np.unique(p.labels)} for p in first_fit))
                     - {0})  # fmt: skip
     if not labels:
         raise InputError("no foreground in any training mask: nothing to learn", data)
@@ -350,10 +353,11 @@ def train_backbone(
     if missing := set(labels) - present:
         raise InputError(f"label(s) {sorted(missing)} never appear in the tuning cases; use "
                          "more data or another --seed", data)  # fmt: skip
-    transform = augmentation(any(p.image.ndim == 3 for p in tune_planes))
+    colour = any(p.image.ndim == 3 for p in tune_planes)
+    transform = augmentation(colour)
     members, training_now = [], 0.0  # the members' seconds in this run (not resumed ones)
-    for size, count in zip(sizes, member_epochs, strict=True):
-        fit = [sized(p, size) for p in fit_planes]
+    for i, (size, count) in enumerate(zip(sizes, member_epochs, strict=True)):
+        fit = first_fit if i == 0 else fit_at(size)
         tune = [sized(p, size) for p in tune_planes]
         begun = time.perf_counter()
         members.append(train_member(
@@ -372,7 +376,6 @@ def train_backbone(
     log(f"score threshold {threshold}, fallback {fallback}, refinement {settings}: tuning Dice "
         f"{best:.4f}")  # fmt: skip
     names = class_names(split.dataset.label_names, label_choice)
-    colour = any(p.image.ndim == 3 for p in tune_planes)
     card = {
         "kind": "backbone",
         "task": task,
@@ -396,7 +399,7 @@ def train_backbone(
             "tune_fraction": tune_fraction,
             "fit_cases": len(fit_ids),
             "tune_cases": len(tune_ids),
-            "fit_planes": len(fit_planes),
+            "fit_planes": len(first_fit),
             "tune_planes": len(tune_planes),
             "batch_size": batch_size,
             "learning_rate": learning_rate,
