@@ -88,6 +88,17 @@ def test_weak_boxes_do_not_seed_and_covered_boxes_do_not_duplicate():
     assert len(objects) == 1
 
 
+def test_without_following_only_the_planes_with_boxes_are_segmented():
+    volume = moving_disk()
+    finder = OnePlaneFinder({4: [(8, 10, 16, 18, 1, 0.9)], 6: [(8, 12, 16, 20, 1, 0.8)]})
+    segmenter = ThresholdSegmenter()
+    labels, objects = Propagation(finder, segmenter, follow=False).run(volume)
+    assert [o.seed_plane for o in objects] == [4, 6]
+    assert [sorted(o.masks) for o in objects] == [[4], [6]]
+    np.testing.assert_array_equal(labels[[4, 6]] > 0, volume[[4, 6]] > 0.5)
+    assert not labels[[0, 1, 2, 3, 5, 7, 8, 9, 10, 11]].any()
+
+
 def test_box_helpers():
     mask = np.zeros((10, 10), bool)
     mask[2:5, 3:8] = True

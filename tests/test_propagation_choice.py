@@ -51,8 +51,9 @@ def test_the_setting_that_does_not_snap_to_half_boxes_is_chosen_and_planes_encod
     dice = entry["val_dice"]
     assert dice["snap_iou 0.3"] < 0.8  # the half boxes (IoU 0.39 with the carried box) win
     assert dice["snap_iou 0.5"] > 0.95 and dice["snap off"] > 0.95
+    assert dice["per plane"] < 0.8  # each plane from its own (half) box
     assert entry["settings"] == {"snap": True, "snap_iou": 0.5} and entry["cases"] == 1
-    assert segmenter.encodes == 10  # four candidates, each plane encoded once
+    assert segmenter.encodes == 10  # five candidates, each plane encoded once
 
 
 def test_reused_encodings_encode_each_distinct_plane_once():
@@ -77,8 +78,10 @@ def test_no_cases_is_an_error():
 def test_card_settings_are_checked_and_reach_the_prompter(tmp_path):
     good = {"propagation": {"settings": {"snap": False}}}
     assert card_propagation(good, "c.json") == {"snap": False}
+    per_plane = {"propagation": {"settings": {"follow": False}}}
+    assert card_propagation(per_plane, "c.json") == {"follow": False}
     assert card_propagation({}, "c.json") == {}
-    for bad in ({"snap": "no"}, {"snap_iou": 1.5}, {"jump": True}, ["snap"]):
+    for bad in ({"snap": "no"}, {"follow": 0}, {"snap_iou": 1.5}, {"jump": True}, ["snap"]):
         with pytest.raises(WeightsError, match="propagation settings"):
             card_propagation({"propagation": {"settings": bad}}, "c.json")
 

@@ -18,7 +18,8 @@ a mask that grows to more than ``max_growth`` times its area on the last confirm
 the object there. On the held-out larynx sequences snapping was what made propagation
 nearly as good as prompting every frame on its own (README, "Accuracy and speed").
 
-Whether snapping helps depends on the task; a prompter's card may carry the settings chosen
+With ``follow`` off, each plane is segmented from the prompter's own boxes there, as a 2D
+image would be. Whether snapping or following helps depends on the task; a prompter's card may carry the settings chosen
 on its validation cases (``train.propagation``), which ``settings_of`` hands to ``Propagation``.
 
 Where objects overlap the one with the higher seed score wins. Each plane is encoded at most
@@ -115,6 +116,9 @@ class Propagation:
     """A plane without a matching prompter box whose mask is more than this times the area on
     the object's last matched plane (or seed) ends the object there: a mask leaking into its
     surroundings, a box that grows by ``margin`` on every plane. None: no limit."""
+    follow: bool = True
+    """Follow each object to the neighbouring planes; False segments every plane on its own
+    from the prompter's boxes there (a prompter good on every frame may need no following)."""
 
     def run(self, planes: np.ndarray) -> tuple[np.ndarray, list[TrackedObject]]:
         """(label map (Z, H, W), objects) for planes in [0, 1] stacked along axis 0."""
@@ -135,7 +139,7 @@ class Propagation:
             if mask.sum() < self.min_pixels:
                 continue
             obj.masks[z] = Crop.of(mask)
-            for step in (-1, 1):
+            for step in (-1, 1) if self.follow else ():
                 self._follow(obj, z, step)
             objects.append(obj)
         return self._label_map(objects), objects

@@ -28,7 +28,7 @@ class Prompter(Protocol):
     def find(self, image: np.ndarray, embedding: object | None = None) -> Boxes: ...
 
 
-PROPAGATION_SETTINGS = {"snap": bool, "snap_iou": float}
+PROPAGATION_SETTINGS = {"snap": bool, "snap_iou": float, "follow": bool}
 """``propagate.Propagation`` options a prompter's card may set (``train.propagation`` chooses
 them on validation volumes or videos)."""
 

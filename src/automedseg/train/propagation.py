@@ -2,7 +2,9 @@
 
 Whether a plane is prompted with the prompter's own matching box ("snapping") helps or hurts
 depends on the task: it stops drift where the prompter's boxes are good (larynx videos) and
-shrinks the object where they cover only part of it (a weak brain-tumour head). So each
+shrinks the object where they cover only part of it (a weak brain-tumour head). A prompter good
+on every plane may do best without following at all ("per plane": each plane segmented from
+its own boxes, as a 2D image). So each
 candidate setting is run on the validation cases and the one with the best mean Dice per label
 is written into the prompter's card (``propagation``); ``propagate.settings_of`` reads it back.
 Each plane is encoded once per case and reused by every candidate.
@@ -35,6 +37,7 @@ CANDIDATES: tuple[dict, ...] = (
     {"snap": True, "snap_iou": 0.5},
     {"snap": True, "snap_iou": 0.7},
     {"snap": False},
+    {"follow": False},
 )
 """Settings tried, the default first (it wins ties)."""
 
@@ -74,6 +77,8 @@ def label_dice(predicted: np.ndarray, truth: np.ndarray, labels: Iterable[int]) 
 
 
 def key_of(settings: dict) -> str:
+    if not settings.get("follow", True):
+        return "per plane"
     return "snap off" if not settings.get("snap", True) else f"snap_iou {settings['snap_iou']}"
 
 
