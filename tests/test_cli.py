@@ -49,8 +49,11 @@ def test_polyp_with_its_box_matches_the_manual_mask(tmp_path, capsys):
     summary = json.loads((tmp_path / f"{POLYP.stem}.json").read_text())
     assert summary["objects"][0]["box_xyxy"] == [315, 387, 369, 434]
     assert summary["labels"]["1"]["voxels"] == int((mask == 1).sum())
-    assert summary["objects"][0]["area_mm2"] == int((mask == 1).sum())  # 1 mm pixels
-    assert 50 < summary["objects"][0]["longest_diameter_mm"] < 73  # the box's diagonal: 72.4
+    # a JPEG gives no pixel size: sizes in pixels, and the JSON says so
+    assert summary["spacing_mm"] is None and summary["size_unit"].startswith("px")
+    assert summary["objects"][0]["area_px"] == int((mask == 1).sum())
+    assert "area_mm2" not in summary["objects"][0] and "area_mm2" not in summary["labels"]["1"]
+    assert 50 < summary["objects"][0]["longest_diameter_px"] < 73  # the box's diagonal: 72.4
 
 
 def test_volume_output_keeps_the_input_geometry(tmp_path, capsys):

@@ -29,3 +29,15 @@ def test_measure_objects_volume_slices_and_axial_diameter():
     assert sizes[2]["longest_axial_diameter_mm"] == pytest.approx(5.0)
     flat = measure_objects(instances[1], (0.5, 0.5))
     assert flat[1]["area_mm2"] == pytest.approx(6 * 0.25)
+
+
+def test_without_a_known_pixel_size_sizes_are_in_pixels():
+    flat = np.zeros((4, 5), int)
+    flat[1:3, 1:4] = 1
+    assert measure_objects(flat, None) == {
+        1: {"area_px": 6.0, "longest_diameter_px": pytest.approx(np.hypot(1, 2), abs=0.005)}
+    }
+    volume = np.zeros((3, 4, 4), int)
+    volume[1, 0:2, 0:2] = 1
+    sizes = measure_objects(volume, None)[1]
+    assert sizes["voxels"] == 4 and "volume_ml" not in sizes and sizes["slices"] == [1, 1]

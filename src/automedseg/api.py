@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from tqdm import tqdm
 from automedseg import io
 from automedseg.errors import AutomedsegError, AutomedsegWarning, InputError, PromptError
 from automedseg.io.overlay import blend_labels, to_display_rgb
+from automedseg.io.rtstruct import write_rtstruct
 from automedseg.measure import measure_objects
 from automedseg.pipeline import segment_image
 from automedseg.prompt.oracle import FixedBoxes
@@ -22,6 +23,12 @@ from automedseg.tasks import Models, load_models
 from automedseg.types import Boxes, Image, Result
 
 MODALITIES = ("CT", "MR", "XR", "US", "RGB", "OT")
+FORMATS = ("nifti", "png", "dicom-seg", "rtstruct", "coco")
+"""Output formats: ``nifti`` a volume's label map; ``png`` a 2D label map (a video's per
+frame) and the overlay picture (MP4 for a video); ``dicom-seg`` and ``rtstruct`` for DICOM
+input; ``coco`` the 2D predictions of a cohort in one file (``batch``). The JSON summary is
+always written."""
+DEFAULT_FORMATS = ("nifti", "png", "dicom-seg")
 
 
 @dataclass
@@ -159,39 +166,62 @@ def write_result(
     stem: str,
     written: list[Path],
     label_names: dict[int, str] | None = None,
+    formats: Collection[str] = DEFAULT_FORMATS,
 ) -> None:
     """Write the label map (PNG, NIfTI, or one PNG per frame of a video), an overlay (PNG, or
-    MP4 for a video) and a JSON summary; record each file written. For DICOM input with
-    something found, also a DICOM-SEG ``<stem>_seg.dcm`` (segments named by ``label_names``;
-    skipped with a warning when the source cannot carry one, e.g. no Frame of Reference)."""
+    MP4 for a video) and a JSON summary, as ``formats`` asks (see ``FORMATS``); record each
+    file written. For DICOM input with something found, also a DICOM-SEG ``<stem>_seg.dcm``
+    and/or an RTSTRUCT ``<stem>_rtstruct.dcm`` (named by ``label_names``; skipped with a
+    warning when the source cannot carry one, e.g. no Frame of Reference)."""
     stem = re.sub(r"[^\w.-]", "_", stem)
     if image.frame_names is not None:
-        written += io.write_frame_masks(out / f"{stem}_masks", result.label_map, image.frame_names)
-        frames = [
-            blend_labels(to_display_rgb(frame, image.window), labels)
-            for frame, labels in zip(image.array, result.label_map, strict=True)
-        ]
-        written.append(io.write_overlay_video(out / f"{stem}_overlay.mp4", np.stack(frames)))
+        if "png" in formats:
+            written += io.write_frame_masks(out / f"{stem}_masks", result.label_map,
+                                            image.frame_names)  # fmt: skip
+            frames = [
+                blend_labels(to_display_rgb(frame, image.window), labels)
+                for frame, labels in zip(image.array, result.label_map, strict=True)
+            ]
+            written.append(io.write_overlay_video(out / f"{stem}_overlay.mp4", np.stack(frames)))
         written.append(out / f"{stem}.json")
         io.write_json(written[-1], describe(image, result, label_names))
         return
-    if image.spatial_dims == 2:
+    if image.spatial_dims == 2 and "png" in formats:
         written.append(out / f"{stem}_mask.png")
         io.write_label_png(written[-1], result.label_map)
-    else:
+    elif image.spatial_dims == 3 and "nifti" in formats:
         written.append(out / f"{stem}_seg.nii.gz")
         io.write_nifti(written[-1], result.label_map, image.geometry)
-    if image.source_files and result.label_map.any():  # an empty DICOM-SEG is not allowed
-        seg = out / f"{stem}_seg.dcm"
-        try:
-            io.write_dicom_seg(seg, result.label_map, image.source_files, label_names)
-            written.append(seg)
-        except InputError as error:  # e.g. no Frame of Reference: keep the other outputs
-            warnings.warn(f"{error}; no DICOM-SEG written", AutomedsegWarning, stacklevel=2)
-    written.append(out / f"{stem}_overlay.png")
-    io.write_overlay_png(written[-1], image, result.label_map, z=result.slice_index)
+    if image.source_files and result.label_map.any():  # no empty DICOM-SEG or RTSTRUCT
+        _write_dicom(image, result, out, stem, written, label_names, formats)
+    if "png" in formats:
+        written.append(out / f"{stem}_overlay.png")
+        io.write_overlay_png(written[-1], image, result.label_map, z=result.slice_index)
     written.append(out / f"{stem}.json")
     io.write_json(written[-1], describe(image, result, label_names))
+
+
+def _write_dicom(
+    image: Image,
+    result: Result,
+    out: Path,
+    stem: str,
+    written: list[Path],
+    label_names: dict[int, str] | None,
+    formats: Collection[str],
+) -> None:
+    """The DICOM-SEG and RTSTRUCT of a DICOM input, as ``formats`` asks."""
+    writers = {"dicom-seg": ("seg", io.write_dicom_seg), "rtstruct": ("rtstruct", write_rtstruct)}
+    for name, (suffix, writer) in writers.items():
+        if name not in formats or (name == "rtstruct" and image.spatial_dims != 3):
+            continue
+        path = out / f"{stem}_{suffix}.dcm"
+        try:
+            writer(path, result.label_map, image.source_files, label_names)
+            written.append(path)
+        except InputError as error:  # e.g. no Frame of Reference: keep the other outputs
+            what = "DICOM-SEG" if name == "dicom-seg" else "RTSTRUCT"
+            warnings.warn(f"{error}; no {what} written", AutomedsegWarning, stacklevel=3)
 
 
 def describe(image: Image, result: Result, label_names: dict[int, str] | None = None) -> dict:
@@ -205,7 +235,7 @@ def describe(image: Image, result: Result, label_names: dict[int, str] | None = 
     slices = result.box_slices if result.box_slices is not None else [None] * len(boxes)
     sizes = {}
     if result.instance_map is not None:
-        sizes = measure_objects(result.instance_map, spacing)
+        sizes = measure_objects(result.instance_map, spacing if image.spacing_known else None)
     objects = [
         {
             "box_xyxy": [round(float(v), 2) for v in xyxy],
@@ -225,16 +255,17 @@ def describe(image: Image, result: Result, label_names: dict[int, str] | None = 
             continue
         count = int((result.label_map == value).sum())
         size = {"name": names.get(int(value), f"label {int(value)}"), "voxels": count}
-        if dims == 2:
+        if dims == 2 and image.spacing_known:
             size["area_mm2"] = round(count * voxel_mm3, 3)
-        else:
+        elif image.spacing_known:
             size["volume_ml"] = round(count * voxel_mm3 / 1000.0, 4)
         labels[str(int(value))] = size
     return {
         "source": None if image.source is None else str(image.source),
         "modality": image.modality,
         "shape": list(image.shape),
-        "spacing_mm": [round(s, 6) for s in spacing],
+        "spacing_mm": [round(s, 6) for s in spacing] if image.spacing_known else None,
+        "size_unit": "mm" if image.spacing_known else "px (the file gives no pixel size)",
         "spacing_order": "zyx" if dims == 3 else "yx",
         "box_convention": "XYXY, inclusive pixel indices of the original image (or slice)",
         "segmenter": result.segmenter,

@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="choose a prompter's propagation settings on volumes or videos",
         description="Run the prompter's volumes/videos through propagation with each "
         "candidate setting (snapping to the prompter's boxes at IoU 0.3/0.5/0.7, or not; or "
-        "no following: each plane from its own boxes) and write the one with the best mean Dice per label into the prompter's card.",
+        "no following: each plane from its own boxes) and write the one with the best mean "
+        "Dice per label into the prompter's card.",
     )
     tq.add_argument("--prompter", required=True, help="prompter card (JSON); updated in place")
     tq.add_argument("--data", required=True, help="data set folder with manual masks")

@@ -68,6 +68,9 @@ class Image:
     source_files: list[Path] | None = None
     """For DICOM input, the files read: a series' files in the order of axis 0 (slice z is
     ``source_files[z]``), or the one file of a 2D or multi-frame image; else None."""
+    spacing_known: bool = True
+    """False when the file gives no pixel size (a PNG/JPEG, a video, DICOM without
+    PixelSpacing): ``geometry`` then assumes 1 mm and sizes are reported in pixels."""
 
     def __post_init__(self) -> None:
         if self.spatial_dims not in (2, 3):

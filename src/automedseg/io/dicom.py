@@ -159,7 +159,7 @@ def _stored_range(ds: Any) -> tuple[float, float]:
     return float(values.min()), float(values.max())
 
 
-def _spacing_yx(ds: Any, frame: int = 0) -> tuple[float, float] | None:
+def spacing_yx(ds: Any, frame: int = 0) -> tuple[float, float] | None:
     measures = _functional(ds, frame, "PixelMeasuresSequence")
     for item in (measures, ds):
         for key in ("PixelSpacing", "ImagerPixelSpacing"):
@@ -179,7 +179,7 @@ def _slice_spacing(ds: Any) -> float:
 
 def _frame_geometry(ds: Any, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Frame order (sorted along the slice normal when positions are known) and the affine."""
-    spacing = _spacing_yx(ds) or (1.0, 1.0)
+    spacing = spacing_yx(ds) or (1.0, 1.0)
     plane = _functional(ds, 0, "PlaneOrientationSequence")
     orientation = (plane or ds).get("ImageOrientationPatient")
     if orientation is None or len(orientation) != 6:
@@ -251,4 +251,5 @@ def read_dicom_file(path: str | os.PathLike[str]) -> Image:
         window=window,
         source=path,
         source_files=[path],
+        spacing_known=spacing_yx(ds) is not None,
     )

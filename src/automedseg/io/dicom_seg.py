@@ -29,7 +29,7 @@ from automedseg.io.dicom import frame_order
 
 # Type 2 (required, may be empty) patient/study attributes highdicom copies from the source;
 # de-identified files often drop them.
-_TYPE2 = (
+TYPE2_ATTRIBUTES = (
     "PatientName",
     "PatientID",
     "PatientBirthDate",
@@ -52,7 +52,7 @@ def _read_sources(files: Sequence[Path]) -> list[Any]:
             ds = pydicom.dcmread(file, stop_before_pixels=True, force=not has_dicom_magic(file))
         except Exception as error:
             raise InputError(f"cannot read the source DICOM file: {error}", file) from error
-        for keyword in _TYPE2:
+        for keyword in TYPE2_ATTRIBUTES:
             if keyword not in ds:
                 setattr(ds, keyword, None)
         sources.append(ds)

@@ -15,7 +15,7 @@ import numpy as np
 
 from automedseg.errors import InputError
 from automedseg.io._common import reading
-from automedseg.io.dicom import header_modality, header_window, read_dicom_file
+from automedseg.io.dicom import header_modality, header_window, read_dicom_file, spacing_yx
 from automedseg.types import Geometry, Image
 
 if TYPE_CHECKING:
@@ -33,15 +33,24 @@ def sitk_affine(image: SimpleITK.Image) -> np.ndarray:
     return affine
 
 
-def _series_files(folder: Path) -> list[str]:
+def series_in(folder: Path) -> dict[str, list[str]]:
+    """SeriesInstanceUID → its files in slice order, for the DICOM files directly in
+    ``folder`` (GDCM reads files with or without the 'DICM' preamble)."""
     import SimpleITK as sitk
 
     warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "No Series were found" → our message
     try:
         uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+        return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+                for uid in uids}  # fmt: skip
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
+
+
+def _series_files(folder: Path) -> list[str]:
+    series = series_in(folder)
+    uids = list(series)
     if not uids:
         raise InputError(
             "no DICOM series and no frame images (PNG/JPEG/BMP/TIFF) found in this folder "
@@ -52,10 +61,10 @@ def _series_files(folder: Path) -> list[str]:
     if len(uids) > 1:
         raise InputError(
             f"the folder holds {len(uids)} DICOM series ({', '.join(uids)}); "
-            "give a folder holding only one series",
+            "give a folder holding only one series (`automedseg batch` splits them)",
             folder,
         )
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uids[0]))
+    return series[uids[0]]
 
 
 def read_dicom_series(folder: str | os.PathLike[str]) -> Image:
@@ -63,9 +72,17 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> Image:
     folder = Path(folder)
     with reading(folder, "DICOM series"):
         files = _series_files(folder)
+    return read_series_files(files, folder)
+
+
+def read_series_files(files: list[str] | list[Path], source: Path) -> Image:
+    """The DICOM files of one series, in slice order as GDCM sorts them (``series_in``), as a
+    volume (a lone file as ``read_dicom_file``); ``source`` names it in messages and results."""
+    files = [str(f) for f in files]
+    with reading(source, "DICOM series"):
         if len(files) == 1:
             image = read_dicom_file(files[0])
-            image.source = folder
+            image.source = source
             return image
 
         import pydicom
@@ -91,6 +108,7 @@ def read_dicom_series(folder: str | os.PathLike[str]) -> Image:
         geometry=Geometry(affine),
         modality=header_modality(header, rgb),
         window=window,
-        source=folder,
+        source=source,
         source_files=[Path(f) for f in files],
+        spacing_known=spacing_yx(header) is not None,
     )

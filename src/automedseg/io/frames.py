@@ -104,6 +104,7 @@ def read_frames(folder: str | os.PathLike[str]) -> Image:
         modality=first.modality,
         source=folder,
         frame_names=names,
+        spacing_known=False,
     )
 
 

@@ -93,4 +93,5 @@ def read_raster(path: str | os.PathLike[str]) -> Image:
         spatial_dims=spatial_dims,
         modality="RGB" if is_rgb else "OT",
         source=path,
+        spacing_known=False,
     )

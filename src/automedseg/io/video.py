@@ -92,6 +92,7 @@ def read_video(path: str | os.PathLike[str]) -> Image:
         modality="RGB",
         source=path,
         frame_names=[frame_name(i, len(array)) for i in range(len(array))],
+        spacing_known=False,
     )
 
 

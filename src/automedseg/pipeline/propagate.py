@@ -19,8 +19,9 @@ the object there. On the held-out larynx sequences snapping was what made propag
 nearly as good as prompting every frame on its own (README, "Accuracy and speed").
 
 With ``follow`` off, each plane is segmented from the prompter's own boxes there, as a 2D
-image would be. Whether snapping or following helps depends on the task; a prompter's card may carry the settings chosen
-on its validation cases (``train.propagation``), which ``settings_of`` hands to ``Propagation``.
+image would be. Whether snapping or following helps depends on the task; a prompter's card
+may carry the settings chosen on its tuning cases (``train.propagation``), which
+``settings_of`` hands to ``Propagation``.
 
 Where objects overlap the one with the higher seed score wins. Each plane is encoded at most
 once when the segmenter can hand back its encoded state (``encoded()`` / ``use()``, as
