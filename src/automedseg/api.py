@@ -135,6 +135,14 @@ def segment_files(
     return outcomes
 
 
+def segment_loaded(image: Image, models: Models, progress: bool = False) -> Result:
+    """An image already read, segmented with the automatic prompter of ``models`` (objects of
+    a volume or video propagated); what ``batch`` runs for each case."""
+    if models.prompter is None:
+        raise PromptError("these models have no prompter: load a task or a prompter card")
+    return _segment_one(image, models.prompter, models, None, True, progress)
+
+
 def _segment_one(
     image: Image, finder, models: Models, z: int | None, propagate: bool, progress: bool
 ) -> Result:

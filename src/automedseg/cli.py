@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from automedseg import __version__
-from automedseg.api import MODALITIES, segment_files
+from automedseg.api import DEFAULT_FORMATS, FORMATS, MODALITIES, segment_files
+from automedseg.batch.engines import ENGINES
 from automedseg.data.datasets import LabelChoice, parse_label_values
 from automedseg.errors import AutomedsegError, AutomedsegWarning
 from automedseg.prompt import PROMPTER_KINDS
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "tasks", help="list the shipped tasks: modality, input, labels, validation Dice"
     )
+    _batch_parser(commands)
 
     qu = commands.add_parser(
         "quantize",
@@ -357,6 +359,39 @@ def _label_options(parser: argparse.ArgumentParser, verb: str) -> None:
     )
 
 
+def _batch_parser(commands) -> None:
+    ba = commands.add_parser(
+        "batch",
+        help="segment a cohort: every case of a folder (searched recursively) or a CSV list",
+        description="Segment every case below INPUT (2D images, NIfTI files, DICOM series "
+        "split by SeriesInstanceUID, videos, frame folders for a video task) or listed in a "
+        "CSV (a 'path' column). Writes OUT/cases/<case>/ (each written whole), "
+        "OUT/manifest.csv and OUT/statistics.csv. A rerun skips the cases already done with "
+        "the same input and models.",
+    )
+    ba.add_argument("input", metavar="INPUT", help="folder of cases, or a CSV list of paths")
+    ba.add_argument("--out", required=True, help="output folder (created if missing)")
+    ba.add_argument("--task", help="a shipped task, e.g. hippocampus")
+    ba.add_argument("--prompter", help="a trained prompter card (.json)")
+    ba.add_argument("--engine", choices=ENGINES, default="local",
+                    help="local (default): one case after another here; dask: Dask "
+                    "distributed workers")  # fmt: skip
+    ba.add_argument("--scheduler", metavar="ADDRESS",
+                    help="--engine dask: join the cluster at this scheduler (tcp://host:8786); "
+                    "default: start a local cluster")  # fmt: skip
+    ba.add_argument("--workers", type=int, default=2,
+                    help="--engine dask without --scheduler: local worker processes "
+                    "(default 2)")  # fmt: skip
+    ba.add_argument("--threads", type=int, default=1, metavar="N",
+                    help="CPU threads per worker (default 1)")  # fmt: skip
+    ba.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
+                    help=f"comma-separated outputs out of {','.join(FORMATS)} (default "
+                    f"{','.join(DEFAULT_FORMATS)}; the JSON is always written)")  # fmt: skip
+    ba.add_argument("--force", action="store_true", help="redo the cases done before")
+    _runtime_options(ba, segmenter_weights=False)
+    ba.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
 def _threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=2, metavar="N",
@@ -364,7 +399,7 @@ def _threads_option(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _runtime_options(parser: argparse.ArgumentParser) -> None:
+def _runtime_options(parser: argparse.ArgumentParser, segmenter_weights: bool = True) -> None:
     parser.add_argument(
         "--runtime",
         choices=RUNTIMES,
@@ -377,6 +412,8 @@ def _runtime_options(parser: argparse.ArgumentParser) -> None:
         "--model-set", "--models", dest="model_set",
         help="model folder written by `automedseg quantize`",
     )  # fmt: skip
+    if not segmenter_weights:
+        return
     parser.add_argument(
         "--segmenter-weights",
         help="card (.json) of a fine-tuned LiteMedSAM part from `automedseg train segmenter` "
@@ -411,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(args)
         if args.command == "quantize":
             return _quantize(args)
+        if args.command == "batch":
+            return _batch(args)
     except AutomedsegError as error:
         print(f"automedseg: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -461,6 +500,30 @@ def _segment(args: argparse.Namespace) -> int:
     done = len(outcomes) - failed
     print(f"segmented {done} of {len(outcomes)} inputs; {written} files in {args.out}")
     return EXIT_BAD_INPUT if failed else 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from automedseg.batch import run_batch
+
+    def say(message: str) -> None:
+        print(f"automedseg: {message}", file=sys.stderr)
+
+    summary = run_batch(
+        args.input, args.out, args.task, args.prompter, engine=args.engine,
+        scheduler=args.scheduler, workers=args.workers, threads=args.threads,
+        runtime=args.runtime, model_set=args.model_set, formats=args.formats.split(","),
+        force=args.force, progress=not args.no_progress, say=say,
+    )  # fmt: skip
+    for record in summary.records:
+        if record.status == "failed":
+            print(f"automedseg: error: {record.error}", file=sys.stderr)
+    print(f"{summary.count('ok')} segmented, {summary.count('skipped')} done before, "
+          f"{summary.count('failed')} failed of {len(summary.records)} case(s) in "
+          f"{summary.seconds:.0f} s; manifest: {summary.out / 'manifest.csv'}")  # fmt: skip
+    if summary.interrupted:
+        print("automedseg: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return EXIT_BAD_INPUT if summary.count("failed") else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

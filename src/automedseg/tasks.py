@@ -16,6 +16,7 @@ what was loaded. Everything that runs models (``api.segment_files``, ``evaluate`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -247,6 +248,19 @@ def _torch_models(
     return Models(finder, predictor, "torch", task, tracker, delta, sizes, name)
 
 
+def models_sha256(task: Task | None, runtime: str) -> str:
+    """One SHA-256 naming the models a task runs with on ``runtime``: the prompter's and the
+    segmenter delta's recorded weights, and the model set's report for a non-torch runtime.
+    A result made with other models has another; ``batch`` redoes such cases."""
+    parts: dict[str, Any] = {"runtime": runtime, "task": None if task is None else task.name}
+    if task is not None:
+        for name, card in (("prompter", task.prompter), ("delta", task.delta)):
+            parts[name] = None if card is None else read_card(card).get("sha256")
+        if runtime != "torch" and task.model_set is not None:
+            parts["model_set"] = file_sha256(task.model_set / REPORT)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
 def embedding_mismatch(prompter_card: dict, delta_card: dict | None) -> str | None:
     """Why a head prompter would read another image embedding than the one it was trained on,
     or None. A head reads the segmenter's embedding, which an ``adapter`` delta changes (its
@@ -329,6 +343,7 @@ __all__ = [
     "Task",
     "get_task",
     "load_models",
+    "models_sha256",
     "resolve_task",
     "shipped_tasks",
     "task_of_card",

@@ -6,10 +6,21 @@ atomic: a failed write leaves no partial file. nibabel, pydicom, SimpleITK, high
 PyAV are imported only when a file needs them.
 """
 
+from automedseg.io.coco import coco_annotations, write_coco
 from automedseg.io.dicom_seg import write_dicom_seg
+from automedseg.io.discover import Source, content_sha256, find_sources, read_source
+from automedseg.io.folders import (
+    read_json_or_none,
+    remove_folder,
+    remove_temp_folders,
+    replace_folder,
+    temp_folder,
+)
 from automedseg.io.frames import read_frames, write_frame_masks
 from automedseg.io.nifti import write_nifti
 from automedseg.io.read import read_image, read_label_map
+from automedseg.io.rtstruct import write_rtstruct
+from automedseg.io.tables import CsvLog, write_csv
 from automedseg.io.video import read_video, write_overlay_video
 from automedseg.io.writers import (
     write_animated_gif,
@@ -22,6 +33,20 @@ from automedseg.io.writers import (
 )
 
 __all__ = [
+    "CsvLog",
+    "Source",
+    "coco_annotations",
+    "content_sha256",
+    "find_sources",
+    "read_source",
+    "read_json_or_none",
+    "remove_folder",
+    "remove_temp_folders",
+    "replace_folder",
+    "temp_folder",
+    "write_coco",
+    "write_csv",
+    "write_rtstruct",
     "read_frames",
     "read_image",
     "read_label_map",
