@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tasks", help="list the shipped tasks: modality, input, labels, validation Dice"
     )
     _batch_parser(commands)
+    _serve_parser(commands)
 
     qu = commands.add_parser(
         "quantize",
@@ -392,6 +393,25 @@ def _batch_parser(commands) -> None:
     ba.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
+def _serve_parser(commands) -> None:
+    sv = commands.add_parser(
+        "serve",
+        help="the review app in your browser: upload, see the masks, fix them, download",
+        description="Start the review app (REST API + browser page) on http://HOST:PORT. It "
+        "listens on this machine only (127.0.0.1) unless --host says otherwise; give --token "
+        "when other machines may reach it.",
+    )
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                    "127.0.0.1: this machine only)")  # fmt: skip
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--data", default="automedseg-data",
+                    help="folder of the job store (default ./automedseg-data)")  # fmt: skip
+    sv.add_argument("--token", help="require this token on every API call")
+    sv.add_argument("--max-upload-mb", type=float, default=512,
+                    help="largest upload accepted (default 512 MB)")  # fmt: skip
+    _threads_option(sv)
+
+
 def _threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=2, metavar="N",
@@ -450,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _quantize(args)
         if args.command == "batch":
             return _batch(args)
+        if args.command == "serve":
+            return _serve(args)
     except AutomedsegError as error:
         print(f"automedseg: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -500,6 +522,26 @@ def _segment(args: argparse.Namespace) -> int:
     done = len(outcomes) - failed
     print(f"segmented {done} of {len(outcomes)} inputs; {written} files in {args.out}")
     return EXIT_BAD_INPUT if failed else 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from automedseg.serve import create_app
+
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+        print("automedseg: warning: listening beyond this machine without --token: anyone who "
+              "reaches it can upload and read images", file=sys.stderr)  # fmt: skip
+
+    def load(task: str):
+        return load_models(task, threads=args.threads)
+
+    app = create_app(args.data, load=load, token=args.token, max_upload_mb=args.max_upload_mb)
+    where = f"http://{args.host}:{args.port}/" + (f"?token={args.token}" if args.token else "")
+    print(f"automedseg: review app at {where} (jobs in {args.data}); Ctrl-C stops it",
+          file=sys.stderr)  # fmt: skip
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 def _batch(args: argparse.Namespace) -> int:

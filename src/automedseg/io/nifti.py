@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,27 @@ def write_nifti(path: str | os.PathLike[str], label_map: np.ndarray, geometry: G
         else:
             img.to_stream(f)
     return path
+
+
+def nifti_bytes(array: np.ndarray, affine: np.ndarray) -> bytes:
+    """A gzipped NIfTI-1 of ``array`` ``(Z, Y, X)`` (gray, stored as float32, or labels as
+    integers) or ``(Z, Y, X, 3)`` uint8 (stored as RGB24), with ``affine`` as sform and qform:
+    what a browser viewer (NiiVue) reads."""
+    import nibabel as nib
+
+    data = np.asarray(array)
+    if data.ndim == 4:
+        rgb = np.ascontiguousarray(data.astype(np.uint8).transpose(2, 1, 0, 3))
+        data = rgb.view([("R", "u1"), ("G", "u1"), ("B", "u1")]).reshape(rgb.shape[:3])
+    elif np.issubdtype(data.dtype, np.integer) or data.dtype == np.bool_:
+        data = np.ascontiguousarray(data.astype(label_dtype(data)).transpose(2, 1, 0))
+    else:
+        data = np.ascontiguousarray(data.astype(np.float32).transpose(2, 1, 0))
+    img = nib.Nifti1Image(data, np.asarray(affine, np.float64))
+    img.header.set_sform(img.affine, code=1)
+    img.header.set_qform(img.affine, code=1)
+    img.header.set_xyzt_units("mm")
+    buffer = BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=1, mtime=0) as gz:
+        img.to_stream(gz)
+    return buffer.getvalue()
