@@ -108,7 +108,7 @@ def create_app(
     @app.get("/api/tasks", dependencies=api)
     def list_tasks() -> dict:
         return {name: {"labels": {str(k): v for k, v in labels.items()},
-                       "colours": {str(k): "#%02x%02x%02x" % label_color(k) for k in labels}}
+                       "colours": {str(k): _hex(label_color(k)) for k in labels}}
                 for name, labels in offered.items()}  # fmt: skip
 
     @app.post("/api/jobs", dependencies=api, status_code=201)
@@ -244,6 +244,10 @@ async def _read_limited(file: UploadFile, limit: int) -> bytes:
     if not size:
         raise HTTPException(400, "the upload is empty")
     return b"".join(chunks)
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#" + "".join(f"{v:02x}" for v in rgb)
 
 
 def _plain(message: str, root: Path) -> str:
