@@ -11,10 +11,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from conftest import EXAMPLES, BoxFiller
 from PIL import Image as PILImage
-from test_dicom_seg import ct_series  # noqa: I001
-from test_io import write_ct_series  # noqa: I001
 
 from automedseg import io
 from automedseg.batch import run_batch
@@ -22,6 +19,9 @@ from automedseg.cli import main
 from automedseg.prompt.oracle import FixedBoxes
 from automedseg.tasks import Models, Task
 from automedseg.types import Boxes
+from conftest import EXAMPLES, BoxFiller
+from test_dicom_seg import ct_series  # noqa: I001
+from test_io import write_ct_series  # noqa: I001
 
 LABELS = {1: "lesion"}
 
@@ -87,8 +87,9 @@ def test_a_cohort_runs_resumes_and_records_every_case(tmp_path):
     root, out = cohort(tmp_path / "in"), tmp_path / "out"
     summary = run_batch(root, out, models=stand_in_models(), progress=False)
     rows = manifest(out)
-    assert {k: r["status"] for k, r in rows.items()} == {
-        "bad__broken": "failed", "site_a__p1": "ok", "site_a__p2": "ok", "site_b__scan": "ok"}  # fmt: skip
+    statuses = {k: r["status"] for k, r in rows.items()}
+    assert statuses == {"bad__broken": "failed", "site_a__p1": "ok", "site_a__p2": "ok",
+                        "site_b__scan": "ok"}  # fmt: skip
     assert "broken.nii.gz" in rows["bad__broken"]["error"]
     assert not (out / "cases" / "bad__broken").exists()  # nothing half-written
     assert (out / "cases" / "site_b__scan" / "site_b__scan_seg.nii.gz").is_file()

@@ -21,6 +21,7 @@ from automedseg.io.nifti import write_nifti
 from automedseg.io.read import read_image, read_label_map
 from automedseg.io.rtstruct import write_rtstruct
 from automedseg.io.tables import CsvLog, write_csv
+from automedseg.io.uploads import store_upload
 from automedseg.io.video import read_video, write_overlay_video
 from automedseg.io.writers import (
     write_animated_gif,
@@ -40,6 +41,7 @@ __all__ = [
     "find_sources",
     "read_source",
     "read_json_or_none",
+    "store_upload",
     "remove_folder",
     "remove_temp_folders",
     "replace_folder",

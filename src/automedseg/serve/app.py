@@ -30,6 +30,7 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -121,11 +122,12 @@ def create_app(
         folder.mkdir(parents=True)
         name = Path(file.filename or "upload").name
         try:
-            io.store_upload(data, folder, name, max_bytes=4 * limit)
+            stored = io.store_upload(data, folder, name, max_bytes=4 * limit)
+            await run_in_threadpool(io.read_image, stored)  # a corrupt file is refused now
         except AutomedsegError as error:
             shutil.rmtree(folder, ignore_errors=True)
             status = 415 if "not an accepted file" in str(error) else 400
-            raise HTTPException(status, str(error)) from None
+            raise HTTPException(status, _plain(str(error), store.root)) from None
         store.add(job_id, task, name)
         runner.submit(job_id)
         return {"id": job_id}
