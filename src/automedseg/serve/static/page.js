@@ -103,6 +103,7 @@ async function showJob(id) {
   nv.volumes[1].setColormapLabel(labelColormap(job.task));
   nv.setOpacity(1, 0.5);
   state.depth = nv.volumes[0].dims[3] || 1;
+  nv.setCrosshairWidth(state.depth > 1 ? 1 : 0);
   $("slice-row").hidden = state.depth < 2;
   $("slice").max = state.depth - 1;
   $("slice").value = Math.floor(state.depth / 2);
