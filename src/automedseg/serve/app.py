@@ -51,7 +51,9 @@ CHUNK = 1 << 20
 
 
 class BoxEdit(BaseModel):
-    box: list[float] = Field(min_length=4, max_length=4, description="X0 Y0 X1 Y1, pixels")
+    box: list[Annotated[float, Field(ge=-1e6, le=1e6)]] = Field(
+        min_length=4, max_length=4, description="X0 Y0 X1 Y1, inclusive pixel corners"
+    )
     label: int = Field(1, ge=1, le=65535)
     plane: int | None = Field(None, ge=0, description="volume plane (axis 0) of the box")
 
@@ -77,9 +79,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        runner.start(store.recover())
+        started = runner.start(store.recover)
         yield
-        runner.stop()
+        if started:
+            runner.stop()
 
     def authorised(request: Request) -> None:
         if token is None:

@@ -51,16 +51,23 @@ class Runner:
         self.lock = threading.Lock()
         self.jobs: queue.Queue[str | None] = queue.Queue()
         self._images: OrderedDict[str, Image] = OrderedDict()
-        self._thread = threading.Thread(target=self._loop, name="automedseg-jobs", daemon=True)
+        self._thread: threading.Thread | None = None
 
-    def start(self, pending: list[str]) -> None:
-        for job_id in pending:
+    def start(self, pending: Callable[[], list[str]]) -> bool:
+        """Start the thread and queue the jobs ``pending()`` gives; False (nothing done) when
+        it runs already."""
+        if self._thread is not None and self._thread.is_alive():
+            return False
+        for job_id in pending():
             self.jobs.put(job_id)
+        self._thread = threading.Thread(target=self._loop, name="automedseg-jobs", daemon=True)
         self._thread.start()
+        return True
 
     def stop(self) -> None:
-        self.jobs.put(None)
-        self._thread.join(timeout=30)
+        if self._thread is not None:
+            self.jobs.put(None)
+            self._thread.join(timeout=30)
 
     def submit(self, job_id: str) -> None:
         self.jobs.put(job_id)
