@@ -22,7 +22,8 @@ from automedseg.serve import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAGS = ["--no-sandbox", "--disable-gpu", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+         "--disable-background-networking", "--disable-component-update",
+         "--disable-sync"]  # fmt: skip
 SHOTS = [
     ("polyp", sorted((ROOT / "examples/kvasir_seg/images").glob("*.jpg"))[0], "review_polyp.png"),
     ("hippocampus", ROOT / "examples/msd_hippocampus/imagesTr/hippocampus_001.nii.gz",
