@@ -175,6 +175,8 @@ async function refreshObjects() {
                             ["get-overlay", "overlay"], ["get-dicom-seg", "dicom-seg"]]) {
     $(id).href = withToken(`/api/jobs/${state.job}/${part}`);
   }
+  const source = String(result.source || "");
+  $("get-dicom-seg").hidden = !(source.endsWith(".dcm") || source.endsWith("input"));
 }
 
 async function edit(change) {
