@@ -269,10 +269,17 @@ def test_a_tasks_label_names_name_the_dicom_seg_segments(tmp_path, box_filler):
     "label 1"."""
     folder = ct_series(tmp_path / "ct")
     finder = FixedBoxes(Boxes.from_list([(2, 1, 5, 3)]))
-    task = Task("liver", None, about={"labels": {"1": "liver"}})
+    liver = {"category": ["91723000", "SCT", "Anatomical Structure"],
+             "type": ["10200004", "SCT", "Liver"]}  # fmt: skip
+    task = Task("liver", None, about={"labels": {"1": "liver"}, "codes": {"1": liver}})
     models = Models(finder, box_filler.segmenter, "torch", task)
     outcomes = segment_files([folder], tmp_path / "out", propagate=False, progress=False,
                              models=models)  # fmt: skip
     assert [o.error for o in outcomes] == [None]
     seg = pydicom.dcmread(tmp_path / "out" / "ct_seg.dcm")
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["liver"]
+    segment = seg.SegmentSequence[0]
+    assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004"
+    assert segment.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning == "Anatomical Structure"
+    assert segment.SegmentAlgorithmType == "AUTOMATIC" and segment.SegmentAlgorithmName
+    assert seg.SeriesDescription == "automedseg liver (LiteMedSAM)"

@@ -143,3 +143,13 @@ def test_train_propagation_chooses_on_the_embedding_of_the_tasks_adapter_delta(t
     delta_sha = read_card(shipped.delta)["sha256"]
     assert entry["chosen_on"]["segmenter"] == f"LiteMedSAM + adapter delta {delta_sha[:12]}"
     assert read_card(tmp_path / "prompter.json")["propagation"] == entry
+
+
+def test_every_shipped_task_codes_its_labels_for_dicom():
+    for name, task in shipped_tasks().items():
+        codes = task.about.get("codes", {})
+        assert set(codes) == set(task.about["labels"]), name
+        for entry in codes.values():
+            for part in ("category", "type"):
+                value, scheme, meaning = entry[part]
+                assert value.isdigit() and scheme == "SCT" and meaning, (name, entry)

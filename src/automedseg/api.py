@@ -124,7 +124,9 @@ def segment_files(
                 if error.path is None:  # name the file the problem belongs to
                     raise type(error)(str(error), path) from None
                 raise
-            write_result(image, result, out, output_stem(path), outcome.outputs, names)
+            write_result(image, result, out, output_stem(path), outcome.outputs, names,
+                         label_codes=None if boxes else models.label_codes,
+                         description=models.description)  # fmt: skip
             outcome.empty = not result.label_map.any()
         except AutomedsegError as error:
             _remove(outcome.outputs, out)
@@ -175,12 +177,16 @@ def write_result(
     written: list[Path],
     label_names: dict[int, str] | None = None,
     formats: Collection[str] = DEFAULT_FORMATS,
+    label_codes: dict[int, dict] | None = None,
+    description: str = "automedseg segmentation",
 ) -> None:
     """Write the label map (PNG, NIfTI, or one PNG per frame of a video), an overlay (PNG, or
     MP4 for a video) and a JSON summary, as ``formats`` asks (see ``FORMATS``); record each
     file written. For DICOM input with something found, also a DICOM-SEG ``<stem>_seg.dcm``
     and/or an RTSTRUCT ``<stem>_rtstruct.dcm`` (named by ``label_names``; skipped with a
-    warning when the source cannot carry one, e.g. no Frame of Reference)."""
+    warning when the source cannot carry one, e.g. no Frame of Reference), their segments
+    coded by ``label_codes`` (``tasks.Models.label_codes``) and their series named
+    ``description``."""
     stem = re.sub(r"[^\w.-]", "_", stem)
     if image.frame_names is not None:
         if "png" in formats:
@@ -201,7 +207,8 @@ def write_result(
         written.append(out / f"{stem}_seg.nii.gz")
         io.write_nifti(written[-1], result.label_map, image.geometry)
     if image.source_files and result.label_map.any():  # no empty DICOM-SEG or RTSTRUCT
-        _write_dicom(image, result, out, stem, written, label_names, formats)
+        named = (label_names, label_codes, description)
+        _write_dicom(image, result, out, stem, written, named, formats)
     if "png" in formats:
         written.append(out / f"{stem}_overlay.png")
         io.write_overlay_png(written[-1], image, result.label_map, z=result.slice_index)
@@ -215,17 +222,20 @@ def _write_dicom(
     out: Path,
     stem: str,
     written: list[Path],
-    label_names: dict[int, str] | None,
+    named: tuple[dict[int, str] | None, dict[int, dict] | None, str],
     formats: Collection[str],
 ) -> None:
-    """The DICOM-SEG and RTSTRUCT of a DICOM input, as ``formats`` asks."""
+    """The DICOM-SEG and RTSTRUCT of a DICOM input, as ``formats`` asks; ``named``: the label
+    names, the label codes and the series description."""
+    label_names, label_codes, description = named
     writers = {"dicom-seg": ("seg", io.write_dicom_seg), "rtstruct": ("rtstruct", write_rtstruct)}
     for name, (suffix, writer) in writers.items():
         if name not in formats or (name == "rtstruct" and image.spatial_dims != 3):
             continue
         path = out / f"{stem}_{suffix}.dcm"
         try:
-            writer(path, result.label_map, image.source_files, label_names)
+            writer(path, result.label_map, image.source_files, label_names, label_codes,
+                   description)  # fmt: skip
             written.append(path)
         except InputError as error:  # e.g. no Frame of Reference: keep the other outputs
             what = "DICOM-SEG" if name == "dicom-seg" else "RTSTRUCT"

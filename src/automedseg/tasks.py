@@ -137,6 +137,19 @@ class Models:
     """How results name the segmenter (the JSON's ``segmenter``)."""
 
     @property
+    def label_codes(self) -> dict[int, dict]:
+        """Label value → its coded ``category`` and ``type`` (``task.json``'s ``codes``: each
+        a (value, scheme, meaning) triplet) for DICOM outputs; empty when the task has none."""
+        codes = {} if self.task is None else self.task.about.get("codes") or {}
+        return {int(k): dict(v) for k, v in codes.items()}
+
+    @property
+    def description(self) -> str:
+        """How DICOM outputs name their series: the task and the segmenter."""
+        task = "" if self.task is None or not self.task.name else f" {self.task.name}"
+        return f"automedseg{task} ({self.segmenter_name})"[:64]
+
+    @property
     def labels(self) -> dict[int, str]:
         """Label value → name of what the prompter finds (the task's names first)."""
         names = dict(getattr(self.prompter, "labels", {}) or {})

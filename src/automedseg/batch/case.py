@@ -41,7 +41,8 @@ def process_case(
         image = io.read_source(source)
         result = segment_loaded(image, models)
         names = models.labels
-        write_result(image, result, temp, source.case_id, [], names, formats)
+        write_result(image, result, temp, source.case_id, [], names, formats,
+                     models.label_codes, models.description)  # fmt: skip
         record.objects = len(result.boxes)
         record.flags = [] if result.label_map.any() else ["nothing_found"]
         record.statistics = label_statistics(image, result.label_map, names)

@@ -80,7 +80,18 @@ def _frames(labels: np.ndarray, sources: list[Any], first: Path) -> np.ndarray:
     return labels
 
 
-def _descriptions(values: list[int], names: Mapping[int, str]) -> list[Any]:
+def _code(triplet: Sequence[str] | None, default: Any) -> Any:
+    """A coded concept from its (value, scheme, meaning), e.g. ("39607008", "SCT", "Lung")."""
+    from pydicom.sr.coding import Code
+
+    if not triplet:
+        return default
+    value, scheme, meaning = (str(v) for v in triplet)
+    return Code(value, scheme, meaning)
+
+
+def _descriptions(values: list[int], names: Mapping[int, str],
+                  label_codes: Mapping[int, Mapping[str, Sequence[str]]]) -> list[Any]:  # fmt: skip
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -93,8 +104,10 @@ def _descriptions(values: list[int], names: Mapping[int, str]) -> list[Any]:
         hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=str(names.get(value, f"label {value}"))[:64] or f"label {value}",
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
+            segmented_property_category=_code(label_codes.get(value, {}).get("category"),
+                                              codes.SCT.Tissue),  # fmt: skip
+            segmented_property_type=_code(label_codes.get(value, {}).get("type"),
+                                          codes.SCT.Tissue),  # fmt: skip
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
             tracking_uid=hd.UID(),
@@ -109,13 +122,17 @@ def write_dicom_seg(
     label_map: np.ndarray,
     source_files: Sequence[str | os.PathLike[str]],
     label_names: Mapping[int, str] | None = None,
+    label_codes: Mapping[int, Mapping[str, Sequence[str]]] | None = None,
+    series_description: str = "automedseg segmentation",
 ) -> Path:
     """Write ``label_map`` as a DICOM-SEG of the DICOM image(s) in ``source_files``.
 
     ``label_map`` is ``(Z, Y, X)`` for a series (slice z ↔ ``source_files[z]``) or a
     multi-frame file (slices sorted along the normal, as ``read_image`` returns them), or
     ``(H, W)`` for one single-frame file. ``label_names`` maps a label value to its segment
-    label (default "label N"). Values present become segments 1..N in increasing order.
+    label (default "label N"), ``label_codes`` to its coded ``category`` and ``type`` (each a
+    (value, scheme, meaning) triplet, e.g. SNOMED CT; default SCT Tissue). Values present
+    become segments 1..N in increasing order; ``series_description`` names the series.
 
     A label map with no labelled voxel raises ``ValueError``: a DICOM-SEG needs at least one
     segment (callers skip the file instead). Sources highdicom cannot derive a segmentation
@@ -147,7 +164,7 @@ def write_dicom_seg(
             source_images=sources,
             pixel_array=numbers,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=_descriptions(values, label_names or {}),
+            segment_descriptions=_descriptions(values, label_names or {}, label_codes or {}),
             series_instance_uid=hd.UID(),
             series_number=int(sources[0].get("SeriesNumber", 0) or 0) + 1000,
             sop_instance_uid=hd.UID(),
@@ -157,6 +174,7 @@ def write_dicom_seg(
             software_versions=automedseg.__version__,
             device_serial_number="1",
             content_description="automedseg segmentation",
+            series_description=series_description[:64],
         )
     except Exception as error:  # highdicom refuses sources lacking what a SEG must copy
         raise InputError(f"cannot derive a DICOM-SEG from this image: {error}", where) from error

@@ -27,11 +27,15 @@ def write_rtstruct(
     label_map: np.ndarray,
     source_files: Sequence[str | os.PathLike[str]],
     label_names: Mapping[int, str] | None = None,
+    label_codes: Mapping[int, Mapping[str, Sequence[str]]] | None = None,
+    series_description: str = "automedseg structures",
 ) -> Path:
     """Write the ``(Z, Y, X)`` ``label_map`` of a DICOM series (slice z ↔ ``source_files[z]``)
     as an RTSTRUCT; each label value present becomes a ROI named ``label_names[value]`` (else
     "label N"). Empty label maps raise ``ValueError``; sources rt-utils cannot use (no Frame of
-    Reference, a single 2D image) raise ``InputError``. The write is atomic."""
+    Reference, a single 2D image) raise ``InputError``. ``label_codes`` is accepted for the
+    same call as ``write_dicom_seg`` (an RTSTRUCT names its ROIs only). The write is
+    atomic."""
     import pydicom
     from rt_utils import RTStruct
     from rt_utils.ds_helper import create_rtstruct_dataset
@@ -60,7 +64,7 @@ def write_rtstruct(
                 name=names.get(value, f"label {value}"),
                 roi_generation_algorithm=ALGORITHM,
             )
-        rt.ds.SeriesDescription = "automedseg structures"
+        rt.ds.SeriesDescription = series_description[:64]
     except Exception as error:  # rt-utils and pydicom raise anything on sources they refuse
         raise InputError(f"cannot derive an RTSTRUCT from this series: {error}", where) from error
     path = Path(path)

@@ -149,10 +149,13 @@ def create_app(
         if not folder.is_dir():
             image = runner.image(job.id)
             objects = store.objects(job.id)
+            with runner.lock:
+                models = runner.models_for(job.task)
             temp = io.temp_folder(folder)
             try:
-                write_result(image, as_result(objects), temp, "result", [], offered.get(job.task),
-                             DEFAULT_FORMATS)  # fmt: skip
+                write_result(image, as_result(objects, models.segmenter_name), temp, "result", [],
+                             offered.get(job.task), DEFAULT_FORMATS, models.label_codes,
+                             models.description)  # fmt: skip
                 io.replace_folder(temp, folder)
             finally:
                 io.remove_folder(temp)
