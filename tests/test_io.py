@@ -515,3 +515,14 @@ def test_compressed_dicom_falls_back_to_gdcm(tmp_path, monkeypatch):
     image = read_image(path)
     assert image.spatial_dims == 2 and image.array.shape == (6, 8)
     np.testing.assert_array_equal(image.array, 2.0 * stored_ct(1) - 1024)
+
+
+def test_a_file_named_dcm_that_is_not_dicom_says_what_it_holds(tmp_path):
+    text = tmp_path / "notes.dcm"
+    text.write_text("patient notes, not an image")
+    with pytest.raises(InputError, match="not a DICOM file: it holds text"):
+        read_image(text)
+    picture = tmp_path / "photo.dcm"
+    PILImage.fromarray(np.zeros((4, 4), np.uint8)).save(picture, format="PNG")
+    with pytest.raises(InputError, match="not a DICOM file: it holds a PNG image"):
+        read_image(picture)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import secrets
 import struct
@@ -24,7 +26,7 @@ def is_raster_name(path: Path) -> bool:
     return path.suffix.lower() in RASTER_SUFFIXES
 
 
-def _head(path: Path, size: int) -> bytes:
+def head_bytes(path: Path, size: int) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read(size)
@@ -32,14 +34,75 @@ def _head(path: Path, size: int) -> bytes:
         return b""
 
 
+def _nifti_header(head: bytes) -> bool:
+    if len(head) < 348:
+        return False
+    little = int.from_bytes(head[:4], "little")
+    big = int.from_bytes(head[:4], "big")
+    return (348 in (little, big) and head[344:347] in (b"n+1", b"ni1")) or head[4:7] == b"n+2"
+
+
+def sniff(head: bytes) -> str | None:
+    """The format of a file from its first bytes (at least 352 of them when there are), or
+    None: one of ``SUFFIXES``' keys, or ``zip``."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"BM") and len(head) > 26:
+        return "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
+        return "avi"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "mkv"
+    if head.startswith(b"\x1f\x8b"):
+        try:
+            inner = gzip.GzipFile(fileobj=io.BytesIO(head)).read(352)
+        except (OSError, EOFError):
+            inner = b""
+        return "nifti-gz" if _nifti_header(inner) else None
+    return "nifti" if _nifti_header(head) else None
+
+
+KINDS = {
+    "png": "a PNG image", "jpeg": "a JPEG image", "bmp": "a BMP image", "tiff": "a TIFF image",
+    "dicom": "DICOM", "zip": "a ZIP archive", "mp4": "an MP4/MOV video", "avi": "an AVI video",
+    "mkv": "an MKV/WebM video", "nifti-gz": "a NIfTI volume", "nifti": "a NIfTI volume",
+}  # fmt: skip
+"""What ``sniff``'s formats are called in messages."""
+
+
+def what_is(path: Path) -> str:
+    """What a file holds, judged by its bytes: "a PNG image", "text", "empty", ..."""
+    head = head_bytes(path, 1024)
+    if not head:
+        return "nothing (it is empty)"
+    kind = sniff(head)
+    if kind is not None:
+        return KINDS[kind]
+    try:
+        head.decode("utf-8")
+        return "text"
+    except UnicodeDecodeError:
+        return "data of no image format automedseg knows"
+
+
 def has_dicom_magic(path: Path) -> bool:
     """True when the file has the DICOM Part 10 preamble: 'DICM' at byte 128."""
-    return _head(path, 132)[128:132] == b"DICM"
+    return head_bytes(path, 132)[128:132] == b"DICM"
 
 
 def has_nifti_magic(path: Path) -> bool:
     """True for an uncompressed single-file NIfTI-1 ('n+1' at byte 344) or NIfTI-2 ('n+2' at 4)."""
-    head = _head(path, 348)
+    head = head_bytes(path, 348)
     return head[344:348] == b"n+1\x00" or head[4:8] == b"n+2\x00"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from automedseg.errors import InputError
-from automedseg.io._common import has_dicom_magic, reading
+from automedseg.io._common import has_dicom_magic, head_bytes, reading, what_is
 from automedseg.types import Geometry, Image
 
 # Radiograph modalities, reported as "XR" (see ``types.Image.modality``).
@@ -211,11 +211,20 @@ def frame_order(ds: Any, count: int) -> np.ndarray:
     return _frame_geometry(ds, count)[0]
 
 
+def _headerless(path: Path) -> bool:
+    """True for DICOM without the Part 10 preamble: a file whose first element is a group
+    0x0002 or 0x0008 tag (little endian), as old or raw DICOM files start."""
+    head = head_bytes(path, 4)
+    return len(head) == 4 and int.from_bytes(head[:2], "little") in (0x0002, 0x0008)
+
+
 def read_dicom_file(path: str | os.PathLike[str]) -> Image:
     """Read one DICOM file: single frame → 2D ``Image``, several frames → a volume."""
     import pydicom
 
     path = Path(path)
+    if not has_dicom_magic(path) and (what := what_is(path)) != "DICOM" and not _headerless(path):
+        raise InputError(f"not a DICOM file: it holds {what}", path)
     with reading(path, "DICOM file"):
         ds = pydicom.dcmread(path, force=not has_dicom_magic(path))
         if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):

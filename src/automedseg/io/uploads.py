@@ -8,7 +8,6 @@ many bytes (zip bombs).
 
 from __future__ import annotations
 
-import gzip
 import io as bytes_io
 import os
 import stat
@@ -16,7 +15,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from automedseg.errors import InputError
-from automedseg.io._common import atomic_open
+from automedseg.io._common import atomic_open, sniff
 
 SUFFIXES = {
     "png": ".png", "jpeg": ".jpg", "bmp": ".bmp", "tiff": ".tif", "nifti-gz": ".nii.gz",
@@ -25,44 +24,6 @@ SUFFIXES = {
 ACCEPTED = ("PNG, JPEG, BMP, TIFF, NIfTI (.nii / .nii.gz), DICOM, a ZIP of a DICOM series, "
             "MP4/AVI/MKV")  # fmt: skip
 MAX_MEMBERS = 5000
-
-
-def _nifti_header(head: bytes) -> bool:
-    if len(head) < 348:
-        return False
-    little = int.from_bytes(head[:4], "little")
-    big = int.from_bytes(head[:4], "big")
-    return (348 in (little, big) and head[344:347] in (b"n+1", b"ni1")) or head[4:7] == b"n+2"
-
-
-def sniff(head: bytes) -> str | None:
-    """The format of a file from its first bytes (at least 352 of them when there are), or
-    None: one of ``SUFFIXES``' keys, or ``zip``."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"BM") and len(head) > 26:
-        return "bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[128:132] == b"DICM":
-        return "dicom"
-    if head.startswith(b"PK\x03\x04"):
-        return "zip"
-    if head[4:8] == b"ftyp":
-        return "mp4"
-    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
-        return "avi"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "mkv"
-    if head.startswith(b"\x1f\x8b"):
-        try:
-            inner = gzip.GzipFile(fileobj=bytes_io.BytesIO(head)).read(352)
-        except (OSError, EOFError):
-            inner = b""
-        return "nifti-gz" if _nifti_header(inner) else None
-    return "nifti" if _nifti_header(head) else None
 
 
 def store_upload(data: bytes, folder: str | os.PathLike[str], name: str = "upload",
