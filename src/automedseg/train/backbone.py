@@ -246,6 +246,7 @@ def train_member(
     """Train one member from ImageNet weights (or resume from ``last``); the epoch with the
     lowest tuning loss wins."""
     started = time.perf_counter()
+    torch.set_flush_denormal(True)  # tiny values in black backgrounds slow the CPU many-fold
     torch.manual_seed(seed * 1000 + size)  # the decoder's initial weights: a rerun repeats them
     net = BackboneNet(mobilenet_v2_features(MOBILENET_V2.state_dict()), len(labels))
     optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
