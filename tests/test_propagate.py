@@ -185,3 +185,13 @@ def test_a_mask_growing_past_max_growth_without_confirmation_ends_the_object():
         volume
     )
     assert sorted(objects[0].masks) == list(range(9))
+
+
+def test_progress_is_reported_per_plane():
+    volume = moving_disk()
+    seen = []
+    finder = OnePlaneFinder({6: [(8, 12, 16, 20, 1, 0.9)]})
+    Propagation(finder, ThresholdSegmenter(), on_progress=lambda *a: seen.append(a)).run(volume)
+    prompting = [done for stage, done, total in seen if stage == "prompting"]
+    assert prompting == list(range(1, 13)) and all(total == 12 for *_, total in seen)
+    assert [done for stage, done, _ in seen if stage == "segmenting"] == list(range(1, 11))

@@ -154,9 +154,36 @@ def _segment_one(
         return segment_image_sam2(
             image, finder, models.tracker, z, models.segmenter, progress=progress
         )
-    result = segment_image(image, finder, models.segmenter, z, propagate)
+    with PlaneProgress(enabled=progress and image.spatial_dims == 3) as bar:
+        result = segment_image(image, finder, models.segmenter, z, propagate, bar.update)
     result.segmenter = models.segmenter_name
     return result
+
+
+class PlaneProgress:
+    """A progress bar over a volume's planes, one per stage (prompting, segmenting)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.bar, self.stage = enabled, None, ""
+
+    def __enter__(self) -> PlaneProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage != self.stage:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = tqdm(total=total, desc=f"  {stage}", unit="plane", leave=False,
+                            file=sys.stderr)  # fmt: skip
+            self.stage = stage
+        self.bar.n = min(done, total)
+        self.bar.refresh()
 
 
 def _remove(written: list[Path], out: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -71,12 +72,14 @@ def segment_image(
     segmenter: BoxSegmenter,
     slice_index: int | None = None,
     propagate: bool = True,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> Result:
     """Segment a 2D image, or a volume along axis 0.
 
     With ``propagate``, objects are seeded by the prompter's best boxes (or by fixed boxes on
     slice ``slice_index``) and followed slice to slice (see ``propagate``). Without it, only
-    slice ``slice_index`` is segmented when given, else every slice is prompted on its own."""
+    slice ``slice_index`` is segmented when given, else every slice is prompted on its own.
+    ``on_progress(stage, planes done, planes)`` follows a volume's planes."""
     unit = to_unit_range(image)
     if image.spatial_dims == 2:
         seg = segment_plane(unit, prompter, segmenter)
@@ -88,10 +91,12 @@ def segment_image(
         )
     if propagate and (slice_index is None or isinstance(prompter, FixedBoxes)):
         if slice_index is None:
-            propagation = Propagation(prompter, segmenter, **settings_of(prompter))
+            propagation = Propagation(prompter, segmenter, **settings_of(prompter),
+                                      on_progress=on_progress)  # fmt: skip
         else:  # a user's boxes on one slice seed objects that are followed through the volume
             boxes = check_boxes(prompter.boxes, unit.shape[1:3])
-            propagation = Propagation(None, segmenter, seeds={slice_index: boxes})
+            propagation = Propagation(None, segmenter, seeds={slice_index: boxes},
+                                      on_progress=on_progress)  # fmt: skip
         label_map, objects = propagation.run(unit)
         boxes, seed_slices = boxes_of(objects)
         instances = paint(objects, list(range(1, len(objects) + 1)), label_map.shape)
@@ -101,6 +106,8 @@ def segment_image(
     for z in range(depth) if slice_index is None else [slice_index]:
         seg = segment_plane(unit[z], prompter, segmenter)
         label_map[z] = seg.label_map()
+        if on_progress is not None:
+            on_progress("segmenting", len(found) + 1, depth)
         found.append((z, seg.boxes))
     boxes = Boxes.concat([b for _, b in found])
     slices = np.concatenate([np.full(len(b), z) for z, b in found]) if found else np.zeros(0)

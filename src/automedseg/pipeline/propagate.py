@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,10 +121,14 @@ class Propagation:
     follow: bool = True
     """Follow each object to the neighbouring planes; False segments every plane on its own
     from the prompter's boxes there (a prompter good on every frame may need no following)."""
+    on_progress: Callable[[str, int, int], None] | None = None
+    """Called as (stage, planes done, planes in all) after each plane the prompter reads
+    ("prompting") and each plane encoded for the segmenter ("segmenting")."""
 
     def run(self, planes: np.ndarray) -> tuple[np.ndarray, list[TrackedObject]]:
         """(label map (Z, H, W), objects) for planes in [0, 1] stacked along axis 0."""
         self._planes = planes
+        self._encodings = 0
         self._encoded: int | None = None
         self._states: OrderedDict[int, object] = OrderedDict()
         self._found: dict[int, list[tuple[np.ndarray, int]]] = {}
@@ -165,6 +170,7 @@ class Propagation:
                 boxes = self.prompter.find(plane)
             self._add("prompter", start)
             self._found[z] = list(zip(boxes.xyxy, boxes.labels.tolist(), strict=True))
+            self._report("prompting", z + 1)
             if not self._found[z]:
                 self._states.pop(z, None)  # nothing here to seed: free its embedding
             found += [
@@ -247,6 +253,8 @@ class Propagation:
             start = time.perf_counter()
             self.segmenter.set_image(self._planes[z])
             self._add("encoder", start)
+            self._encodings += 1
+            self._report("segmenting", self._encodings)
             if hasattr(self.segmenter, "encoded"):
                 self._states[z] = self.segmenter.encoded()
                 while len(self._states) > self.max_states:
@@ -259,6 +267,10 @@ class Propagation:
         mask = self.segmenter.predict(np.asarray(box, np.float32)[None])[0]
         self._add("decoder", start)
         return mask
+
+    def _report(self, stage: str, done: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(stage, done, len(self._planes))
 
     def _add(self, stage: str, start: float) -> None:
         self.times[stage] = self.times.get(stage, 0.0) + time.perf_counter() - start
