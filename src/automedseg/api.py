@@ -137,12 +137,19 @@ def segment_files(
     return outcomes
 
 
-def segment_loaded(image: Image, models: Models, progress: bool = False) -> Result:
+def segment_loaded(
+    image: Image, models: Models, on_progress: Callable[[str, int, int], None] | None = None
+) -> Result:
     """An image already read, segmented with the automatic prompter of ``models`` (objects of
-    a volume or video propagated); what ``batch`` runs for each case."""
+    a volume or video propagated); what ``batch`` and ``serve`` run for each case.
+    ``on_progress(stage, planes done, planes)`` follows a volume's planes."""
     if models.prompter is None:
         raise PromptError("these models have no prompter: load a task or a prompter card")
-    return _segment_one(image, models.prompter, models, None, True, progress)
+    if models.tracker is not None or on_progress is None:
+        return _segment_one(image, models.prompter, models, None, True, False)
+    result = segment_image(image, models.prompter, models.segmenter, None, True, on_progress)
+    result.segmenter = models.segmenter_name
+    return result
 
 
 def _segment_one(

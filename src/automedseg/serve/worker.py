@@ -103,7 +103,13 @@ class Runner:
                 models = self.models_for(job.task)
                 self.store.update(job_id, progress=0.2)
                 image = self.image(job_id)
-                result = segment_loaded(image, models)
+
+                def progress(stage: str, done: int, total: int) -> None:
+                    share = done / max(total, 1)
+                    start, width = (0.2, 0.3) if stage == "prompting" else (0.5, 0.45)
+                    self.store.update(job_id, progress=round(start + width * share, 3))
+
+                result = segment_loaded(image, models, progress)
             self.store.save_objects(job_id, objects_of(result, image))
             self.store.update(job_id, status="done", progress=1.0)
         except AutomedsegError as error:
