@@ -198,3 +198,29 @@ def test_yolonas_network_exports_its_raw_outputs(tmp_path):
     assert model.card["input_size"] == 64 and result.max_abs_diff < 1e-2
     boxes, scores = model.run(image=np.random.default_rng(0).random((1, 3, 64, 64), np.float32))
     assert boxes.shape[-1] == 4 and scores.shape[-1] == 1 and boxes.shape[1] == scores.shape[1]
+
+
+@pytest.mark.slow
+def test_encoding_planes_together_gives_the_embeddings_of_one_by_one(litemedsam):
+    """PyTorch batches; OpenVINO runs planes on several streams: same embeddings."""
+    from automedseg.runtime.openvino import load_openvino_model
+    from automedseg.runtime.onnx import ENCODER, OnnxLiteMedSAMPredictor
+    from automedseg.segment.litemedsam import LiteMedSAMPredictor
+
+    rng = np.random.default_rng(0)
+    planes = [rng.random((40 + 8 * i, 50)).astype(np.float32) for i in range(3)]
+    predictor = LiteMedSAMPredictor(litemedsam)
+    together = predictor.encode_many(planes, batch=2)
+    for plane, state in zip(planes, together, strict=True):
+        predictor.set_image(plane)
+        np.testing.assert_allclose(state[0].numpy(), predictor.embedding.numpy(), atol=1e-4)
+        assert state[1:] == predictor.encoded()[1:]
+    from automedseg.tasks import MODELS_DIR
+
+    card = MODELS_DIR / "polyp" / "openvino" / "image_encoder.json"
+    encoder = load_openvino_model(card, ENCODER, threads=2)
+    exported = OnnxLiteMedSAMPredictor(encoder, None)
+    streams = exported.encode_many(planes)
+    for plane, state in zip(planes, streams, strict=True):
+        exported.set_image(plane)
+        np.testing.assert_array_equal(state[0], exported.embedding)

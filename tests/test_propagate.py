@@ -195,3 +195,26 @@ def test_progress_is_reported_per_plane():
     prompting = [done for stage, done, total in seen if stage == "prompting"]
     assert prompting == list(range(1, 13)) and all(total == 12 for *_, total in seen)
     assert [done for stage, done, _ in seen if stage == "segmenting"] == list(range(1, 11))
+
+
+class BatchThresholdSegmenter(ThresholdSegmenter):
+    """``ThresholdSegmenter`` that can also encode several planes together."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def encode_many(self, images):
+        self.batches.append(len(images))
+        return list(images)
+
+
+def test_planes_with_boxes_are_encoded_together_once_and_the_result_is_the_same():
+    volume = moving_disk()
+    boxes = {z: [(8, 8 + z, 16, 16 + z, 1, 0.9)] for z in range(3, 9)}
+    plain_labels, _ = Propagation(OnePlaneFinder(boxes), ThresholdSegmenter()).run(volume)
+    batched = BatchThresholdSegmenter()
+    labels, _ = Propagation(OnePlaneFinder(boxes), batched).run(volume)
+    np.testing.assert_array_equal(labels, plain_labels)
+    assert batched.batches == [6]  # planes 3..8 at once
+    assert batched.encodes == 4  # then planes 2 and 9 (the disk), 1 and 10 (gone), singly

@@ -133,6 +133,7 @@ class Propagation:
         self._states: OrderedDict[int, object] = OrderedDict()
         self._found: dict[int, list[tuple[np.ndarray, int]]] = {}
         candidates = self._propose()
+        self._encode_found()
         threshold = self.seed_threshold
         if threshold is None:
             threshold = float(getattr(self.prompter, "score_threshold", 0.0) or 0.0)
@@ -178,6 +179,22 @@ class Propagation:
                 for xyxy, label, score in zip(boxes.xyxy, boxes.labels, boxes.scores, strict=True)
             ]
         return sorted(found, key=lambda c: -c[3])
+
+    def _encode_found(self) -> None:
+        """Encode the planes where the prompter found boxes (the ones objects start from and
+        mostly run through) together, when the segmenter can (``encode_many``): OpenVINO runs
+        several planes at a time. At most ``max_states`` planes; the rest as reached."""
+        wanted = [z for z in sorted(self._found) if self._found[z] and z not in self._states]
+        wanted = wanted[: max(0, self.max_states - len(self._states))]
+        if len(wanted) < 2 or not hasattr(self.segmenter, "encode_many"):
+            return
+        start = time.perf_counter()
+        states = self.segmenter.encode_many([self._planes[z] for z in wanted])
+        self._add("encoder", start)
+        for z, state in zip(wanted, states, strict=True):
+            self._states[z] = state
+        self._encodings += len(wanted)
+        self._report("segmenting", self._encodings)
 
     def _covered(self, objects, z, box, label) -> bool:
         for obj in objects:

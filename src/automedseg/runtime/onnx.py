@@ -62,6 +62,10 @@ class OnnxModel:
     def threads(self) -> int:
         return int(self.session.get_session_options().intra_op_num_threads)
 
+    def run_many(self, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        """``run`` for each of ``feeds``, in order (ONNX Runtime parallelises within a run)."""
+        return [self.run(**feed) for feed in feeds]
+
     def run(self, **inputs: np.ndarray) -> list[np.ndarray]:
         """The model's outputs, in the card's order, for inputs named as in the card."""
         return self.session.run(None, {k: np.ascontiguousarray(v) for k, v in inputs.items()})
@@ -186,6 +190,16 @@ class OnnxLiteMedSAMPredictor:
         self._embedding = self.encoder.run(image=batch)[0]
         self._original_size = (int(image.shape[0]), int(image.shape[1]))
         self._resized_size = resized
+
+    def encode_many(self, images: list[np.ndarray]) -> list[Encoded]:
+        """The ``encoded()`` states of several images in [0, 1], encoded together (a volume's
+        planes: OpenVINO runs several at a time); the current image is not changed."""
+        prepared = [preprocess(image) for image in images]
+        outputs = self.encoder.run_many([{"image": batch} for batch, _ in prepared])
+        return [
+            (out[0], (int(image.shape[0]), int(image.shape[1])), resized)
+            for out, image, (_, resized) in zip(outputs, images, prepared, strict=True)
+        ]
 
     def predict_logits(self, boxes_xyxy: np.ndarray) -> np.ndarray:
         """(N, 1, 256, 256) mask logits for N boxes in original-image pixels."""

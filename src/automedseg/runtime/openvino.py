@@ -11,7 +11,10 @@ the model for the CPU with
 * ``INFERENCE_NUM_THREADS`` = ``threads``, one stream, the latency hint.
 
 ``OpenVinoModel.run`` has the signature of ``runtime.onnx.OnnxModel.run``, so the predictor and
-prompters of ``runtime.onnx`` run on it unchanged.
+prompters of ``runtime.onnx`` run on it unchanged. ``run_many`` runs a batch of inputs (a
+volume's planes) on ``threads`` streams of one thread each, several inputs at a time: on 2
+cores this encodes about 1.7 times as many planes per second as one 2-thread request
+(``benchmarks/pipeline_speed.py``).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class OpenVinoModel:
     card: dict[str, Any]
     path: Path
     precision: str
+    _streams: Any = None  # the same model compiled for throughput, made on first run_many
 
     @property
     def name(self) -> str:
@@ -80,6 +84,35 @@ class OpenVinoModel:
         request.infer({k: np.ascontiguousarray(v) for k, v in inputs.items()})
         return [np.asarray(request.get_output_tensor(i).data).copy()
                 for i in range(len(self.compiled.outputs))]  # fmt: skip
+
+    def run_many(self, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+        """``run`` for each of ``feeds``, several at a time on one-thread streams; the outputs
+        in the order of ``feeds``."""
+        threads = self.threads
+        if len(feeds) < 2 or threads < 2:
+            return [self.run(**feed) for feed in feeds]
+        import openvino as ov
+
+        if self._streams is None:
+            config = {"INFERENCE_PRECISION_HINT": self.precision, "NUM_STREAMS": threads,
+                      "INFERENCE_NUM_THREADS": threads,
+                      "PERFORMANCE_HINT": "THROUGHPUT"}  # fmt: skip
+            weights = self.path.parent / self.card["bin_file"]
+            model = core().read_model(self.path, weights)  # the files checked at load time
+            self._streams = core().compile_model(model, "CPU", config)
+        outputs: list[list[np.ndarray] | None] = [None] * len(feeds)
+        count = len(self.compiled.outputs)
+
+        def keep(request: Any, index: int) -> None:
+            outputs[index] = [np.asarray(request.get_output_tensor(i).data).copy()
+                              for i in range(count)]  # fmt: skip
+
+        queue = ov.AsyncInferQueue(self._streams, threads)
+        queue.set_callback(keep)
+        for index, feed in enumerate(feeds):
+            queue.start_async({k: np.ascontiguousarray(v) for k, v in feed.items()}, index)
+        queue.wait_all()
+        return outputs  # type: ignore[return-value]
 
 
 def _sha256(path: Path) -> str:

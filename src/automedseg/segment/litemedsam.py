@@ -194,6 +194,20 @@ class LiteMedSAMPredictor:
         self._resized_size = resized
 
     @torch.inference_mode()
+    def encode_many(self, images: list[np.ndarray], batch: int = 4) -> list[tuple]:
+        """The ``encoded()`` states of several images in [0, 1], encoded ``batch`` at a time
+        (a volume's planes); the current image is not changed."""
+        states = []
+        for start in range(0, len(images), batch):
+            chunk = images[start : start + batch]
+            prepared = [preprocess(image) for image in chunk]
+            embeddings = self.model.image_encoder(torch.cat([t for t, _ in prepared]))
+            for index, (image, (_, resized)) in enumerate(zip(chunk, prepared, strict=True)):
+                size = (int(image.shape[0]), int(image.shape[1]))
+                states.append((embeddings[index : index + 1], size, resized))
+        return states
+
+    @torch.inference_mode()
     def predict_logits(self, boxes_xyxy: np.ndarray) -> torch.Tensor:
         """(N, 1, 256, 256) mask logits for N boxes in original-image pixels."""
         if self._embedding is None:
