@@ -203,8 +203,8 @@ def test_yolonas_network_exports_its_raw_outputs(tmp_path):
 @pytest.mark.slow
 def test_encoding_planes_together_gives_the_embeddings_of_one_by_one(litemedsam):
     """PyTorch batches; OpenVINO runs planes on several streams: same embeddings."""
-    from automedseg.runtime.openvino import load_openvino_model
     from automedseg.runtime.onnx import ENCODER, OnnxLiteMedSAMPredictor
+    from automedseg.runtime.openvino import load_openvino_model
     from automedseg.segment.litemedsam import LiteMedSAMPredictor
 
     rng = np.random.default_rng(0)
