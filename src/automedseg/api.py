@@ -6,7 +6,7 @@ import re
 import sys
 import warnings
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from automedseg.io.overlay import blend_labels, to_display_rgb
 from automedseg.io.rtstruct import write_rtstruct
 from automedseg.measure import measure_objects
 from automedseg.pipeline import segment_image
+from automedseg.pipeline.qc import assess
 from automedseg.prompt.oracle import FixedBoxes
 from automedseg.tasks import Models, load_models
 from automedseg.types import Boxes, Image, Result
@@ -40,6 +41,8 @@ class CaseOutcome:
     error: AutomedsegError | None = None
     empty: bool = False
     """True when nothing was found: the mask written is empty."""
+    flags: list[str] = field(default_factory=list)
+    """Quality-control flags of the result (``pipeline.qc``)."""
 
 
 def output_stem(path: Path) -> str:
@@ -120,6 +123,7 @@ def segment_files(
                 z = image.shape[0] // 2  # a user's boxes are drawn on one slice
             try:
                 result = _segment_one(image, finder, models, z, propagate, progress)
+                check_quality(image, result, models, domain=not boxes)
             except AutomedsegError as error:
                 if error.path is None:  # name the file the problem belongs to
                     raise type(error)(str(error), path) from None
@@ -128,6 +132,12 @@ def segment_files(
                          label_codes=None if boxes else models.label_codes,
                          description=models.description)  # fmt: skip
             outcome.empty = not result.label_map.any()
+            outcome.flags = list((result.qc or {}).get("flags", []))
+            if "out_of_domain" in outcome.flags:
+                warnings.warn(
+                    f"{path}: unlike the images the {models.task.name} task was trained on "
+                    f"(domain distance {result.qc['domain_distance']}); its masks may mean "
+                    "nothing here", AutomedsegWarning, stacklevel=2)  # fmt: skip
         except AutomedsegError as error:
             _remove(outcome.outputs, out)
             outcome.error = error
@@ -135,6 +145,17 @@ def segment_files(
                 on_error(error)
         outcomes.append(outcome)
     return outcomes
+
+
+def check_quality(image: Image, result: Result, models: Models, domain: bool = True) -> None:
+    """Set ``result.qc`` and ``result.stability`` (``pipeline.qc``); ``domain``: compare the
+    input with the task's training images (not for a user's own boxes)."""
+    if models.segmenter is None:  # SAM2 alone: no LiteMedSAM to measure with
+        result.qc = assess(image, result, None, None).record()
+        return
+    encoded = image.spatial_dims == 2 and len(result.boxes) > 0  # segment_plane's last image
+    found = assess(image, result, models.segmenter, models.domain if domain else None, encoded)
+    result.qc, result.stability = found.record(), found.stability
 
 
 def segment_loaded(
@@ -146,9 +167,11 @@ def segment_loaded(
     if models.prompter is None:
         raise PromptError("these models have no prompter: load a task or a prompter card")
     if models.tracker is not None or on_progress is None:
-        return _segment_one(image, models.prompter, models, None, True, False)
-    result = segment_image(image, models.prompter, models.segmenter, None, True, on_progress)
-    result.segmenter = models.segmenter_name
+        result = _segment_one(image, models.prompter, models, None, True, False)
+    else:
+        result = segment_image(image, models.prompter, models.segmenter, None, True, on_progress)
+        result.segmenter = models.segmenter_name
+    check_quality(image, result, models)
     return result
 
 
@@ -288,17 +311,19 @@ def describe(image: Image, result: Result, label_names: dict[int, str] | None = 
     sizes = {}
     if result.instance_map is not None:
         sizes = measure_objects(result.instance_map, spacing if image.spacing_known else None)
+    steady = result.stability if result.stability is not None else [None] * len(boxes)
     objects = [
         {
             "box_xyxy": [round(float(v), 2) for v in xyxy],
             "label": int(label),
             "label_name": names.get(int(label), f"label {int(label)}"),
             "score": round(float(score), 4),
+            "stability": None if stable is None else round(float(stable), 3),
             "slice_index": None if z is None else int(z),
             **sizes.get(number, {}),
         }
-        for number, (xyxy, label, score, z) in enumerate(
-            zip(boxes.xyxy, boxes.labels, boxes.scores, slices, strict=True), start=1
+        for number, (xyxy, label, score, z, stable) in enumerate(
+            zip(boxes.xyxy, boxes.labels, boxes.scores, slices, steady, strict=True), start=1
         )
     ]
     labels = {}
@@ -321,6 +346,7 @@ def describe(image: Image, result: Result, label_names: dict[int, str] | None = 
         "spacing_order": "zyx" if dims == 3 else "yx",
         "box_convention": "XYXY, inclusive pixel indices of the original image (or slice)",
         "segmenter": result.segmenter,
+        "qc": result.qc or {"in_domain": None, "domain_distance": None, "flags": []},
         "objects": objects,
         "labels": labels,
     }

@@ -23,8 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from automedseg.checkpoints import file_sha256, read_card
-from automedseg.errors import AutomedsegError, AutomedsegWarning
+from automedseg.errors import AutomedsegError, AutomedsegWarning, WeightsError
+from automedseg.pipeline.qc import DomainModel
 from automedseg.prompt import load_prompter
 from automedseg.prompt.base import Prompter
 from automedseg.runtime.model_set import REPORT, RUNTIMES, choose_runtime, load_model_set
@@ -52,6 +55,22 @@ class Task:
     """The folder of ONNX models (``quantization.json`` + ``int8/``), if any."""
     about: dict[str, Any] = field(default_factory=dict)
     """``task.json``: modality, input, labels, training data, licence, validation figures."""
+    folder: Path | None = None
+
+    def domain(self) -> DomainModel | None:
+        """The input-domain model of ``task.json``'s ``domain`` entry (its arrays in the file
+        it names, SHA-256 checked), or None when the task has none."""
+        entry = self.about.get("domain")
+        if not entry or self.folder is None:
+            return None
+        path = self.folder / entry["file"]
+        if not path.is_file() or file_sha256(path) != entry.get("sha256"):
+            raise WeightsError("the domain model is missing or altered (SHA-256 differs from "
+                               "task.json's); reinstall automedseg", path)  # fmt: skip
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+        return DomainModel(arrays["mean"], arrays["directions"], arrays["spreads"],
+                           float(arrays["residual"]), float(entry["threshold"]))  # fmt: skip
 
     @property
     def labels(self) -> dict[int, str]:
@@ -74,6 +93,7 @@ def task_in(folder: Path, name: str | None = None) -> Task:
         delta=delta if delta.is_file() else None,
         model_set=folder if (folder / REPORT).is_file() else None,
         about=about,
+        folder=folder,
     )
 
 
@@ -135,6 +155,8 @@ class Models:
     """Megabytes on disk of each model file loaded."""
     segmenter_name: str = "LiteMedSAM"
     """How results name the segmenter (the JSON's ``segmenter``)."""
+    domain: DomainModel | None = None
+    """The task's input-domain model (``pipeline.qc``), if it has one."""
 
     @property
     def label_codes(self) -> dict[int, dict]:
@@ -202,10 +224,14 @@ def load_models(
         sizes = {f"{name} ({runtime})": _model_mb(m.path) for name, m in parts.items()}
         engine = "OpenVINO" if runtime == "openvino" else "ONNX Runtime"
         name = f"LiteMedSAM ({runtime}, {engine})"
-        return Models(onnx.prompter, onnx.predictor, runtime, resolved, None, None, sizes, name)
-    return _torch_models(
-        resolved, want_prompter, weights, segmenter_weights, segmenter, checkpoint, image_size
-    )
+        models = Models(onnx.prompter, onnx.predictor, runtime, resolved, None, None, sizes, name)
+    else:
+        models = _torch_models(
+            resolved, want_prompter, weights, segmenter_weights, segmenter, checkpoint, image_size
+        )
+    if want_prompter and weights is None and segmenter_weights is None:
+        models.domain = resolved.domain()  # the task's own training images, its own models
+    return models
 
 
 def _torch_models(

@@ -170,6 +170,10 @@ class Result:
     """Object numbers 1..N (box order) with the label map's shape, when objects are known."""
     segmenter: str = "LiteMedSAM"
     """The model that made the masks (recorded in the JSON output)."""
+    qc: dict | None = None
+    """Quality control (``pipeline.qc``): ``in_domain``, ``domain_distance``, ``flags``."""
+    stability: list[float | None] | None = None
+    """Per object (box order): how little its mask changes under a small box jitter."""
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ def process_case(
         write_result(image, result, temp, source.case_id, [], names, formats,
                      models.label_codes, models.description)  # fmt: skip
         record.objects = len(result.boxes)
-        record.flags = [] if result.label_map.any() else ["nothing_found"]
+        record.flags = list((result.qc or {}).get("flags", []))
         record.statistics = label_statistics(image, result.label_map, names)
         if "coco" in formats and image.spatial_dims == 2 and result.instance_map is not None:
             record.coco = {

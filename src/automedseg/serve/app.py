@@ -153,7 +153,8 @@ def create_app(
                 models = runner.models_for(job.task)
             temp = io.temp_folder(folder)
             try:
-                write_result(image, as_result(objects, models.segmenter_name), temp, "result", [],
+                result = as_result(objects, models.segmenter_name, store.qc(job.id))
+                write_result(image, result, temp, "result", [],
                              offered.get(job.task), DEFAULT_FORMATS, models.label_codes,
                              models.description)  # fmt: skip
                 io.replace_folder(temp, folder)

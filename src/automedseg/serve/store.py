@@ -11,6 +11,7 @@ queued are queued again; a job that was running is marked failed with the reason
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import threading
@@ -143,6 +144,14 @@ class JobStore:
             return None
         with np.load(path) as stored:
             return Objects(**{k: stored[k] for k in Objects.__dataclass_fields__})
+
+    def save_qc(self, job_id: str, qc: dict) -> None:
+        """The automatic run's quality control (``pipeline.qc``)."""
+        (self.folder(job_id) / "qc.json").write_text(json.dumps(qc))
+
+    def qc(self, job_id: str) -> dict | None:
+        path = self.folder(job_id) / "qc.json"
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def undo(self, job_id: str) -> bool:
         """Back to the previous version; False when there is none."""

@@ -37,11 +37,12 @@ def objects_of(result: Result, image: Image) -> Objects:
                    boxes.scores.astype(np.float32), boxes.xyxy.astype(np.float32), planes)
 
 
-def as_result(objects: Objects, segmenter: str = "LiteMedSAM") -> Result:
+def as_result(objects: Objects, segmenter: str = "LiteMedSAM", qc: dict | None = None) -> Result:
+    """The job's objects as a result; ``qc`` is the automatic run's (edits do not change it)."""
     boxes = Boxes(objects.boxes, objects.labels, objects.scores)
     slices = objects.planes if objects.instances.ndim == 3 else None
     return Result(objects.label_map(), boxes, box_slices=slices, instance_map=objects.instances,
-                  segmenter=segmenter)  # fmt: skip
+                  segmenter=segmenter, qc=qc)  # fmt: skip
 
 
 class Runner:
@@ -110,6 +111,7 @@ class Runner:
                     self.store.update(job_id, progress=round(start + width * share, 3))
 
                 result = segment_loaded(image, models, progress)
+            self.store.save_qc(job_id, result.qc or {})
             self.store.save_objects(job_id, objects_of(result, image))
             self.store.update(job_id, status="done", progress=1.0)
         except AutomedsegError as error:
