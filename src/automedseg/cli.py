@@ -344,6 +344,22 @@ def build_parser() -> argparse.ArgumentParser:
     tq.add_argument("--runtime", choices=RUNTIMES, help="runtime (default: the task's)")
     tq.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _threads_option(tq)
+
+    td = what.add_parser(
+        "domain",
+        help="fit a task's input-domain check (flags inputs unlike its training images)",
+        description="Fit the input-domain model of a task on the training cases of the data "
+        "set its prompter was trained on; calibrate its threshold (at most about 5 %% of the "
+        "validation cases flagged). Writes domain.npz and the 'domain' entry of task.json in "
+        "the task's folder.",
+    )
+    td.add_argument("--task", required=True,
+                    help="a shipped task, or a task folder (prompter.json inside)")  # fmt: skip
+    td.add_argument("--data", required=True, help="the data set the prompter was trained on")
+    td.add_argument("--limit", type=int, default=150, help="cases per split (default 150)")
+    td.add_argument("--runtime", choices=RUNTIMES, help="runtime (default: the task's)")
+    td.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _threads_option(td)
     return parser
 
 
@@ -464,7 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tasks()
         if args.command == "train":
             run = {"prompter": _train_prompter, "segmenter": _train_segmenter,
-                   "propagation": _train_propagation}[args.what]  # fmt: skip
+                   "propagation": _train_propagation,
+                   "domain": _train_domain}[args.what]  # fmt: skip
             return run(args)
         if args.command == "quantize":
             return _quantize(args)
@@ -715,6 +732,22 @@ def _train_propagation(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(f"propagation on {entry['cases']} case(s), mean Dice per label: {entry['val_dice']}")
     print(f"chosen: {entry['settings']} (written into {args.prompter})")
+    return 0
+
+
+def _train_domain(args: argparse.Namespace) -> int:
+    from automedseg.tasks import get_task, task_in
+    from automedseg.train.domain import fit_domain  # torch
+
+    folder = Path(args.task)
+    task = task_in(folder) if (folder / "prompter.json").is_file() else get_task(args.task)
+    entry = fit_domain(task, args.data, limit=args.limit, runtime=args.runtime,
+                       threads=args.threads, progress=not args.no_progress)  # fmt: skip
+    calibration = entry["calibration"]
+    print(f"domain model of {task.name}: threshold {entry['threshold']} on "
+          f"{entry['fitted_on']['planes']} training planes; "
+          f"{calibration['validation_flagged']:.1%} of {calibration['validation_cases']} "
+          f"validation cases flagged (written into {task.folder / 'task.json'})")  # fmt: skip
     return 0
 
 

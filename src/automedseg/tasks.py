@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from automedseg import io
 from automedseg.checkpoints import file_sha256, read_card
 from automedseg.errors import AutomedsegError, AutomedsegWarning, WeightsError
 from automedseg.pipeline.qc import DomainModel
@@ -67,8 +66,7 @@ class Task:
         if not path.is_file() or file_sha256(path) != entry.get("sha256"):
             raise WeightsError("the domain model is missing or altered (SHA-256 differs from "
                                "task.json's); reinstall automedseg", path)  # fmt: skip
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {k: stored[k] for k in stored.files}
+        arrays = io.read_arrays(path)
         return DomainModel(arrays["mean"], arrays["directions"], arrays["spreads"],
                            float(arrays["residual"]), float(entry["threshold"]))  # fmt: skip
 

@@ -24,7 +24,9 @@ from automedseg.io.tables import CsvLog, write_csv
 from automedseg.io.uploads import store_upload
 from automedseg.io.video import read_video, write_overlay_video
 from automedseg.io.writers import (
+    read_arrays,
     write_animated_gif,
+    write_arrays,
     write_bytes,
     write_figure,
     write_json,
@@ -40,7 +42,9 @@ __all__ = [
     "content_sha256",
     "find_sources",
     "read_source",
+    "read_arrays",
     "read_json_or_none",
+    "write_arrays",
     "store_upload",
     "remove_folder",
     "remove_temp_folders",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
-from automedseg.io._common import atomic_open
+from automedseg.io._common import atomic_open, reading
 from automedseg.io.nifti import label_dtype
 from automedseg.io.overlay import blend_labels, to_display_rgb
 from automedseg.types import Image
@@ -152,3 +152,17 @@ def write_animated_gif(
             f, format="GIF", save_all=True, append_images=pictures[1:], duration=duration, loop=0
         )
     return path
+
+
+def write_arrays(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> Path:
+    """Write named arrays as an ``.npz`` (plain arrays: read back with ``read_arrays``)."""
+    path = Path(path)
+    with atomic_open(path) as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    return path
+
+
+def read_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` written by ``write_arrays`` (pickled objects refused)."""
+    with reading(path, "array file"), np.load(path, allow_pickle=False) as stored:
+        return {k: stored[k] for k in stored.files}

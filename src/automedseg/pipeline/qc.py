@@ -1,13 +1,13 @@
 """When not to trust a result: is the input like the task's training images, how stable each
 object's mask is, and per-case flags a reviewer can sort by.
 
-* **Domain.** The input's feature is LiteMedSAM's image embedding averaged over its 64×64
-  positions (256 numbers; a volume's or video's: the mean over a few evenly spaced planes).
-  A task's ``DomainModel`` holds the training images' mean feature and their main directions
-  of spread (PCA); the distance of an input is its Mahalanobis distance in those directions
-  plus the part outside them, scaled so that a training image scores about 1. Above the
-  model's ``threshold`` (calibrated when it is fitted, ``train.domain``) the input is
-  ``out_of_domain``.
+* **Domain.** A plane's feature is LiteMedSAM's image embedding averaged over its 64×64
+  positions (256 numbers). A task's ``DomainModel`` holds its training planes' mean feature
+  and their main directions of spread (PCA); the distance of a plane is its Mahalanobis
+  distance in those directions plus the part outside them, scaled so that a training plane
+  scores about 1; a volume's or video's is the median over ``VOLUME_PLANES`` evenly spaced
+  planes. Above the model's ``threshold`` (calibrated when it is fitted, ``train.domain``)
+  the input is ``out_of_domain``.
 * **Stability.** A 2D object is segmented again from its box grown and shrunk by ``JITTER``
   on each side; its stability is the mean IoU of those masks with its own. Below
   ``STABLE`` the object is ``low_confidence``.
@@ -49,13 +49,13 @@ def unit_planes(image: Image, count: int = VOLUME_PLANES) -> list[np.ndarray]:
             for p in chosen]  # fmt: skip
 
 
-def image_feature(planes: list[np.ndarray], segmenter: BoxSegmenter) -> np.ndarray:
-    """The domain feature: the mean pooled embedding of ``planes`` (in [0, 1])."""
+def plane_features(planes: list[np.ndarray], segmenter: BoxSegmenter) -> list[np.ndarray]:
+    """The pooled embedding of each of ``planes`` (in [0, 1])."""
     features = []
     for plane in planes:
         segmenter.set_image(plane)
         features.append(pooled(segmenter.embedding))
-    return np.mean(features, axis=0)
+    return features
 
 
 def _spaced(depth: int, count: int) -> list[int]:
@@ -158,10 +158,10 @@ def assess(
         segmenter.set_image(planes[0])
     if domain is not None and segmenter is not None:
         if dims == 2:
-            feature = pooled(segmenter.embedding)
+            features = [pooled(segmenter.embedding)]
         else:
-            feature = image_feature(planes, segmenter)
-        distance = domain.distance(feature)
+            features = plane_features(planes, segmenter)
+        distance = float(np.median([domain.distance(f) for f in features]))
         if distance > domain.threshold:
             flags.append("out_of_domain")
     scores: list[float | None] = [None] * len(result.boxes)
