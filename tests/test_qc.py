@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from automedseg.pipeline.qc import DomainModel, assess, pooled, stability
 from automedseg.types import Boxes, Image, Result
@@ -82,3 +83,32 @@ def test_flags_for_nothing_found_an_object_at_the_edge_and_an_unstable_mask():
 
     found = assess(flat, follows_box, BoxEmbedder(), None)
     assert found.flags == ["low_confidence"] and found.stability[0] < 0.85
+
+
+@pytest.mark.slow
+def test_fit_domain_writes_a_checked_model_that_flags_another_kind_of_image(tmp_path):
+    """The real LiteMedSAM, a copy of the shipped lungs task, a synthetic data set of disks:
+    fitted and calibrated on it, its validation mostly passes, a colonoscopy photo does not."""
+    import json
+    import shutil
+
+    from automedseg import io
+    from automedseg.errors import WeightsError
+    from automedseg.pipeline.qc import assess
+    from automedseg.tasks import MODELS_DIR, load_models, task_in
+    from automedseg.train.domain import fit_domain
+    from conftest import EXAMPLES, write_disks
+
+    folder = tmp_path / "lungs"
+    shutil.copytree(MODELS_DIR / "lungs", folder)
+    write_disks(tmp_path / "data", n=10)
+    entry = fit_domain(task_in(folder), tmp_path / "data", runtime="torch", progress=False)
+    assert json.loads((folder / "task.json").read_text())["domain"] == entry
+    assert entry["fitted_on"]["planes"] == 8 and entry["calibration"]["validation_cases"] == 2
+    models = load_models(task_in(folder), runtime="torch")
+    photo = io.read_image(sorted((EXAMPLES / "kvasir_seg" / "images").glob("*.jpg"))[0])
+    empty = Result(np.zeros(photo.shape, np.uint8), Boxes(np.zeros((0, 4)), [], []))
+    assert assess(photo, empty, models.segmenter, models.domain).in_domain is False
+    (folder / "domain.npz").write_bytes(b"altered")
+    with pytest.raises(WeightsError, match="altered"):
+        load_models(task_in(folder), runtime="torch")
