@@ -252,13 +252,15 @@ def read_dicom_file(path: str | os.PathLike[str]) -> Image:
         else:
             _, affine = _frame_geometry(ds, 1)
             spatial_dims = 2
+        modality = header_modality(ds, rgb)  # header values are parsed lazily: inside
+        spacing_known = spacing_yx(ds) is not None
     return Image(
         array=np.ascontiguousarray(array),
         spatial_dims=spatial_dims,
         geometry=Geometry(affine),
-        modality=header_modality(ds, rgb),
+        modality=modality,
         window=window,
         source=path,
         source_files=[path],
-        spacing_known=spacing_yx(ds) is not None,
+        spacing_known=spacing_known,
     )

@@ -102,13 +102,15 @@ def read_series_files(files: list[str] | list[Path], source: Path) -> Image:
             array = np.float32(lo + hi) - array
             window = None if window is None else (lo + hi - window[0], window[1])
         affine = sitk_affine(volume)
+        modality = header_modality(header, rgb)  # header values are parsed lazily: inside
+        spacing_known = spacing_yx(header) is not None
     return Image(
         array=np.ascontiguousarray(array),
         spatial_dims=3,
         geometry=Geometry(affine),
-        modality=header_modality(header, rgb),
+        modality=modality,
         window=window,
         source=source,
         source_files=[Path(f) for f in files],
-        spacing_known=spacing_yx(header) is not None,
+        spacing_known=spacing_known,
     )

@@ -45,7 +45,7 @@ PROMPTER_KINDS: dict[str, Callable[[Path], Prompter]] = {
 def load_prompter(card: str | Path) -> Prompter:
     """The prompter of a trained ``card`` (JSON beside the weights), built by its kind."""
     kind = read_card(card).get("kind")
-    if kind not in PROMPTER_KINDS:
+    if not isinstance(kind, str) or kind not in PROMPTER_KINDS:
         raise WeightsError(
             f"unknown prompter kind {kind!r} (known: {', '.join(PROMPTER_KINDS)})", card
         )
