@@ -197,3 +197,27 @@ def test_a_folder_of_frames_gives_a_mask_per_frame_and_an_overlay_video(tmp_path
     assert [p.name for p in masks] == [f"{t:04d}.png" for t in range(5)]
     assert all(io.read_label_map(p).any() for p in masks)  # followed from frame 2 both ways
     assert io.read_image(out / "seq1_overlay.mp4").shape[0] == 5
+
+
+def test_sizes_are_in_mm_from_a_png_resolution_from_dicom_and_from_spacing(tmp_path, capsys):
+    """A PNG with a resolution (pHYs) and --spacing give mm; PixelSpacing does for DICOM."""
+    from PIL import Image as PILImage
+
+    pixels = np.zeros((40, 50), np.uint8)
+    pixels[10:20, 10:30] = 200
+    png = tmp_path / "xray.png"
+    PILImage.fromarray(pixels).save(png, dpi=(254, 254))  # 0.1 mm pixels
+    box = ["10", "10", "29", "19"]
+    code, err = run(capsys, str(png), "--box", *box, "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    summary = json.loads((tmp_path / "a" / "xray.json").read_text())
+    assert summary["spacing_mm"] == [0.1, 0.1] and summary["size_unit"] == "mm"
+    assert summary["objects"][0]["area_mm2"] == pytest.approx(summary["labels"]["1"]["voxels"] * 0.01)
+    plain = tmp_path / "plain.png"
+    PILImage.fromarray(pixels).save(plain)
+    code, err = run(capsys, str(plain), "--box", *box, "--spacing", "0.5", "0.5",
+                    "--out", str(tmp_path / "b"))  # fmt: skip
+    summary = json.loads((tmp_path / "b" / "plain.json").read_text())
+    assert code == 0 and summary["spacing_mm"] == [0.5, 0.5] and "area_mm2" in summary["labels"]["1"]
+    code, err = run(capsys, str(plain), "--box", *box, "--spacing", "0.5", "--out", str(tmp_path / "c"))
+    assert code == 2 and "--spacing needs 2 positive sizes" in err

@@ -526,3 +526,17 @@ def test_a_file_named_dcm_that_is_not_dicom_says_what_it_holds(tmp_path):
     PILImage.fromarray(np.zeros((4, 4), np.uint8)).save(picture, format="PNG")
     with pytest.raises(InputError, match="not a DICOM file: it holds a PNG image"):
         read_image(picture)
+
+
+def test_the_pixel_size_is_known_from_pixel_spacing_and_unknown_without(tmp_path):
+    pixels = np.arange(48, dtype=np.uint16).reshape(6, 8)
+    with_spacing = save(make_dicom(pixels, sop_class=DX_STORAGE, modality="DX",
+                                   ImagerPixelSpacing=[0.35, 0.35]), tmp_path / "a.dcm")  # fmt: skip
+    without = save(make_dicom(pixels, sop_class=DX_STORAGE, modality="DX"), tmp_path / "b.dcm")
+    known = read_image(with_spacing)
+    assert known.spacing_known and known.geometry.spacing(2) == pytest.approx((0.35, 0.35))
+    assert not read_image(without).spacing_known
+    PILImage.fromarray(pixels.astype(np.uint8)).save(tmp_path / "c.png")
+    assert not read_image(tmp_path / "c.png").spacing_known
+    PILImage.fromarray(pixels.astype(np.uint8)).save(tmp_path / "d.png", dpi=(72, 72))
+    assert not read_image(tmp_path / "d.png").spacing_known  # a screen default says nothing

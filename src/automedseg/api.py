@@ -21,7 +21,7 @@ from automedseg.pipeline import segment_image
 from automedseg.pipeline.qc import assess
 from automedseg.prompt.oracle import FixedBoxes
 from automedseg.tasks import Models, load_models
-from automedseg.types import Boxes, Image, Result
+from automedseg.types import Boxes, Geometry, Image, Result
 
 MODALITIES = ("CT", "MR", "XR", "US", "RGB", "OT")
 FORMATS = ("nifti", "png", "dicom-seg", "rtstruct", "coco")
@@ -75,6 +75,7 @@ def segment_files(
     segmenter_weights: str | Path | None = None,
     models: Models | None = None,
     threads: int = 2,
+    spacing: tuple[float, ...] | None = None,
 ) -> list[CaseOutcome]:
     """Segment each input and write mask, overlay and JSON into ``out``.
 
@@ -88,6 +89,8 @@ def segment_files(
     (default: the task's fastest within its fidelity budget), ``model_set``, ``weights``,
     ``segmenter_weights``, ``segmenter`` ("medsam2": SAM2.1-tiny from ``checkpoint`` at
     ``image_size``, its memory propagating the prompts), or passed in ready as ``models``.
+    ``spacing`` (mm, array order: (y, x) for 2D, (z, y, x) for volumes) gives the pixel size of
+    inputs whose files do not (sizes are then reported in mm).
     """
     if modality is not None and modality not in MODALITIES:
         raise AutomedsegError(f"unknown modality {modality!r}; choose one of {MODALITIES}")
@@ -118,6 +121,8 @@ def segment_files(
                 image.modality = modality
             if window is not None:
                 image.window = window
+            if spacing is not None:
+                use_spacing(image, spacing)
             z = slice_index
             if z is None and boxes and image.spatial_dims == 3:
                 z = image.shape[0] // 2  # a user's boxes are drawn on one slice
@@ -173,6 +178,16 @@ def segment_loaded(
         result.segmenter = models.segmenter_name
     check_quality(image, result, models)
     return result
+
+
+def use_spacing(image: Image, spacing: tuple[float, ...]) -> None:
+    """Give ``image`` the pixel size ``spacing`` (mm, array order), axis-aligned."""
+    if len(spacing) != image.spatial_dims or min(spacing) <= 0:
+        dims = image.spatial_dims
+        raise InputError(f"--spacing needs {dims} positive sizes in mm for this {dims}D input, "
+                         f"not {tuple(spacing)}", image.source)  # fmt: skip
+    image.geometry = Geometry.from_spacing(tuple(float(s) for s in spacing))
+    image.spacing_known = True
 
 
 def _segment_one(

@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("CENTER", "WIDTH"),
         help="intensity window, e.g. 40 400 for CT soft tissue",
     )
+    seg.add_argument(
+        "--spacing", nargs="+", type=float, metavar="MM",
+        help="pixel size in mm for inputs whose files do not give it (PNG/JPEG, video): "
+        "Y X for 2D, Z Y X for volumes; sizes are then reported in mm",
+    )  # fmt: skip
     seg.add_argument("--weights", help="LiteMedSAM state_dict (default: the packaged weights)")
     seg.add_argument(
         "--segmenter",
@@ -530,6 +535,7 @@ def _segment(args: argparse.Namespace) -> int:
         model_set=args.model_set,
         segmenter_weights=args.segmenter_weights,
         threads=args.threads,
+        spacing=None if args.spacing is None else tuple(args.spacing),
     )
     for outcome in outcomes:
         if outcome.empty:

@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 
 from automedseg.errors import InputError
 from automedseg.io._common import reading
-from automedseg.types import Image
+from automedseg.types import Geometry, Image
 
 # Pillow modes whose pixels are already one gray channel of a numeric type.
 _GRAY_MODES = {
@@ -72,12 +72,31 @@ def _frames(img: PILImage.Image) -> list[np.ndarray]:
     return arrays
 
 
+SCREEN_DPI = (72.0, 96.0)
+"""Resolutions that image software writes by default: they say nothing about the pixel size."""
+
+
+def pixel_size_mm(info: dict) -> tuple[float, float] | None:
+    """(row, column) pixel size in mm from an image's stored resolution (PNG pHYs in pixels
+    per metre, TIFF/JPEG/BMP resolution, as Pillow's ``dpi``), unless it is a screen default."""
+    dpi = info.get("dpi")
+    try:
+        x, y = (float(v) for v in dpi)
+    except (TypeError, ValueError):
+        return None
+    if not (x > 0 and y > 0) or any(abs(v - d) < 0.5 for v in (x, y) for d in SCREEN_DPI):
+        return None
+    return 25.4 / y, 25.4 / x
+
+
 def read_raster(path: str | os.PathLike[str]) -> Image:
-    """Read a PNG, JPEG, BMP or TIFF file as a 2D ``Image`` (a TIFF stack as a volume)."""
+    """Read a PNG, JPEG, BMP or TIFF file as a 2D ``Image`` (a TIFF stack as a volume); its
+    stored resolution, when there is one (``pixel_size_mm``), gives the pixel size."""
     path = Path(path)
     with reading(path, "image file"), PILImage.open(path) as img:
         img.load()
         arrays = _frames(img)
+        size = pixel_size_mm(img.info)
     shapes = {(a.shape, a.dtype) for a in arrays}
     if len(shapes) > 1:
         raise InputError(
@@ -88,10 +107,12 @@ def read_raster(path: str | os.PathLike[str]) -> Image:
     array = np.ascontiguousarray(arrays[0] if len(arrays) == 1 else np.stack(arrays))
     spatial_dims = 2 if len(arrays) == 1 else 3
     is_rgb = array.ndim == spatial_dims + 1
+    spacing = size if spatial_dims == 2 else None  # a TIFF stack's slice distance is unknown
     return Image(
         array=array,
         spatial_dims=spatial_dims,
+        geometry=Geometry() if spacing is None else Geometry.from_spacing(spacing),
         modality="RGB" if is_rgb else "OT",
         source=path,
-        spacing_known=False,
+        spacing_known=spacing is not None,
     )
