@@ -27,9 +27,7 @@ def shared_model(monkeypatch, litemedsam):
     monkeypatch.setattr(
         module,
         "load_litemedsam",
-        lambda weights=None, sha256=None: (
-            litemedsam if weights is None else real(weights, sha256)
-        ),
+        lambda weights=None, sha256=None: litemedsam if weights is None else real(weights, sha256),
     )
 
 
@@ -212,12 +210,18 @@ def test_sizes_are_in_mm_from_a_png_resolution_from_dicom_and_from_spacing(tmp_p
     assert code == 0, err
     summary = json.loads((tmp_path / "a" / "xray.json").read_text())
     assert summary["spacing_mm"] == [0.1, 0.1] and summary["size_unit"] == "mm"
-    assert summary["objects"][0]["area_mm2"] == pytest.approx(summary["labels"]["1"]["voxels"] * 0.01)
+    assert summary["objects"][0]["area_mm2"] == pytest.approx(
+        summary["labels"]["1"]["voxels"] * 0.01
+    )
     plain = tmp_path / "plain.png"
     PILImage.fromarray(pixels).save(plain)
     code, err = run(capsys, str(plain), "--box", *box, "--spacing", "0.5", "0.5",
                     "--out", str(tmp_path / "b"))  # fmt: skip
     summary = json.loads((tmp_path / "b" / "plain.json").read_text())
-    assert code == 0 and summary["spacing_mm"] == [0.5, 0.5] and "area_mm2" in summary["labels"]["1"]
-    code, err = run(capsys, str(plain), "--box", *box, "--spacing", "0.5", "--out", str(tmp_path / "c"))
+    assert (
+        code == 0 and summary["spacing_mm"] == [0.5, 0.5] and "area_mm2" in summary["labels"]["1"]
+    )
+    code, err = run(
+        capsys, str(plain), "--box", *box, "--spacing", "0.5", "--out", str(tmp_path / "c")
+    )
     assert code == 2 and "--spacing needs 2 positive sizes" in err

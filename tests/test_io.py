@@ -530,8 +530,8 @@ def test_a_file_named_dcm_that_is_not_dicom_says_what_it_holds(tmp_path):
 
 def test_the_pixel_size_is_known_from_pixel_spacing_and_unknown_without(tmp_path):
     pixels = np.arange(48, dtype=np.uint16).reshape(6, 8)
-    with_spacing = save(make_dicom(pixels, sop_class=DX_STORAGE, modality="DX",
-                                   ImagerPixelSpacing=[0.35, 0.35]), tmp_path / "a.dcm")  # fmt: skip
+    spaced = make_dicom(pixels, sop_class=DX_STORAGE, modality="DX", ImagerPixelSpacing=[0.35] * 2)
+    with_spacing = save(spaced, tmp_path / "a.dcm")
     without = save(make_dicom(pixels, sop_class=DX_STORAGE, modality="DX"), tmp_path / "b.dcm")
     known = read_image(with_spacing)
     assert known.spacing_known and known.geometry.spacing(2) == pytest.approx((0.35, 0.35))
