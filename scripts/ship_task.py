@@ -58,9 +58,9 @@ def ship_int8(models: Path, task: str) -> Path:
     if report.get("prompter_weights_sha256") != shipped["sha256"]:
         raise SystemExit(f"{models} was quantized from another prompter than {task}'s")
     target = MODELS_DIR / task
-    for runtime in ("int8", "openvino"):
+    for runtime in ("int8", "openvino"):  # a set not made again is gone: it was the old one's
+        shutil.rmtree(target / runtime, ignore_errors=True)
         if (models / runtime).is_dir():
-            shutil.rmtree(target / runtime, ignore_errors=True)
             shutil.copytree(models / runtime, target / runtime)
     shutil.copyfile(models / "quantization.json", target / "quantization.json")
     return target

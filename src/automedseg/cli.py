@@ -196,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--images", type=int, default=64, help="calibration + held-out planes (default 64)"
     )
     qu.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    qu.add_argument("--runtimes", nargs="+", default=["int8", "openvino"],
+                    choices=["int8", "openvino"],
+                    help="sets to make: int8 (ONNX Runtime) and/or openvino (default: both)")
     qu.add_argument(
         "--segmenter-weights",
         help="card (.json) of a fine-tuned LiteMedSAM part from `automedseg train segmenter`: "
@@ -656,14 +659,16 @@ def _quantize(args: argparse.Namespace) -> int:
     report = quantize_task(
         args.out, task=args.task, prompter_card=args.prompter, calib=args.calib,
         budget=args.budget, limit=args.images, threads=args.threads,
-        segmenter_weights=args.segmenter_weights,
+        segmenter_weights=args.segmenter_weights, runtimes=tuple(args.runtimes),
     )  # fmt: skip
-    int8 = report["int8"]
-    print(
-        f"int8 models in {args.out}/int8: {int8['mb']} MB, Dice against float32 "
-        f"{int8['same_box_dice']} (same boxes) / {int8['auto_dice']} (automatic), "
-        f"{'within' if int8['within_budget'] else 'NOT within'} the budget {args.budget}"
-    )
+    for runtime in ("int8", "openvino"):
+        if part := report.get(runtime):
+            print(
+                f"{runtime} models in {args.out}/{runtime}: {part['mb']} MB, Dice against "
+                f"float32 {part['same_box_dice']} (same boxes) / {part['auto_dice']} "
+                f"(automatic), {'within' if part['within_budget'] else 'NOT within'} the "
+                f"budget {args.budget}"
+            )  # fmt: skip
     return 0
 
 

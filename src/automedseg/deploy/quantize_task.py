@@ -87,6 +87,7 @@ def quantize_task(
     threads: int = 2,
     recipes: dict[str, tuple[Recipe, ...]] | None = None,
     segmenter_weights: str | Path | None = None,
+    runtimes: tuple[str, ...] = ("int8", "openvino"),
 ) -> dict[str, Any]:
     """Quantize the models of a shipped ``task`` or a trained head ``prompter_card``; returns
     the report (also written to OUT/quantization.json). ``budget``: the largest Dice drop
@@ -95,7 +96,11 @@ def quantize_task(
     card of a fine-tuning delta (``automedseg train segmenter``) loaded into LiteMedSAM before
     export, so the encoder and decoder include it and the reference pipeline uses it; its
     SHA-256 goes into the exported models' cards and the report (default: the task's own
-    delta, if it ships one)."""
+    delta, if it ships one). ``runtimes``: the sets to make, ``int8`` (ONNX Runtime) and/or
+    ``openvino``; the float32 ONNX export is made either way."""
+    unknown = set(runtimes) - {"int8", "openvino"}
+    if unknown or not runtimes:
+        raise AutomedsegError(f"quantize makes int8 and/or openvino sets, not {sorted(unknown)}")
     torch.set_num_threads(threads)
     task_ = resolve_task(task, prompter_card)
     if task_ is None:
@@ -149,6 +154,59 @@ def quantize_task(
     _say(f"float32 ONNX Runtime: {_line(onnx_fidelity)}")
 
     feeds = _calibration_feeds(float32, planes.calibration, threads)
+    int8_part, tried = {}, []
+    if "int8" in runtimes:
+        int8_part, tried = _int8_set(out, float32, feeds, planes, reference, budget, threads,
+                                     recipes, onnx_fidelity)  # fmt: skip
+    report = {
+        "task": card.get("task"),
+        "prompter_weights_sha256": card["sha256"],
+        "automedseg_version": __version__,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "threads": threads,
+        "budget": budget,
+        "planes": {
+            "calibration": len(planes.calibration),
+            "held_out": len(planes.held_out),
+            "source": planes.source,
+        },  # fmt: skip
+        "reference": f"float32 PyTorch pipeline ({segmenter} + the task's {kind} prompter)",
+        "segmenter_delta": delta
+        and {
+            "card": Path(delta["_path"]).name,
+            "sha256": delta_sha256,
+            "method": delta.get("method"),
+        },
+        "onnx_float32": {**onnx_fidelity.as_dict(), "mb": _set_mb(float32)},
+        "candidates": [
+            {
+                "model": c.model,
+                "recipe": c.recipe.name,
+                "op_types": list(c.recipe.op_types),
+                "static": c.recipe.static,
+                "mb": c.mb,
+                **(c.fidelity.as_dict() if c.fidelity else {}),
+            }
+            for c in tried
+        ],  # fmt: skip
+        **({"int8": int8_part} if int8_part else {}),
+    }
+    if "openvino" in runtimes:
+        report["openvino"], ov_tried = _openvino_set(out, float32, feeds, planes, reference,
+                                                     budget, threads)  # fmt: skip
+        report["candidates"] += ov_tried
+    io.write_json(out / REPORT, report)
+    _say(f"report {out / REPORT}")
+    return report
+
+
+def _int8_set(
+    out: Path, float32: dict[str, Path], feeds: dict, planes: Planes, reference: list,
+    budget: float, threads: int, recipes: dict, onnx_fidelity: Fidelity,
+) -> tuple[dict[str, Any], list[Candidate]]:  # fmt: skip
+    """OUT/int8/: each model's ONNX Runtime INT8 recipes measured in turn, the best within the
+    budget kept. Returns the report's ``int8`` part and the candidates tried."""
+    truth = planes.held_out_truth
     chosen = dict(float32)
     current = onnx_fidelity  # of the set ``chosen``: a candidate that changes nothing reuses it
     tried: list[Candidate] = []
@@ -182,52 +240,12 @@ def quantize_task(
     final_cards = {m: final_dir / f"{f}.json" for m, f in FILES.items()}
     _runtime(final_cards, threads)  # the copies load and pass their checks
     final = current  # the measurement of exactly these models
-    report = {
-        "task": card.get("task"),
-        "prompter_weights_sha256": card["sha256"],
-        "automedseg_version": __version__,
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "threads": threads,
-        "budget": budget,
-        "planes": {
-            "calibration": len(planes.calibration),
-            "held_out": len(planes.held_out),
-            "source": planes.source,
-        },  # fmt: skip
-        "reference": f"float32 PyTorch pipeline ({segmenter} + the task's {kind} prompter)",
-        "segmenter_delta": delta
-        and {
-            "card": Path(delta["_path"]).name,
-            "sha256": delta_sha256,
-            "method": delta.get("method"),
-        },
-        "onnx_float32": {**onnx_fidelity.as_dict(), "mb": _set_mb(float32)},
-        "candidates": [
-            {
-                "model": c.model,
-                "recipe": c.recipe.name,
-                "op_types": list(c.recipe.op_types),
-                "static": c.recipe.static,
-                "mb": c.mb,
-                **(c.fidelity.as_dict() if c.fidelity else {}),
-            }
-            for c in tried
-        ],  # fmt: skip
-        "int8": {
-            "recipes": {m: _recipe_name(chosen[m]) for m in FILES},
-            **final.as_dict(),
-            "mb": _set_mb(final_cards),
-            "within_budget": final.drop() <= budget,
-        },
-    }
-    _say(f"int8 set: {_line(final)}; {report['int8']['mb']} MB; within budget: "
-         f"{report['int8']['within_budget']}")  # fmt: skip
-    report["openvino"], ov_tried = _openvino_set(out, float32, feeds, planes, reference, budget,
-                                                 threads)  # fmt: skip
-    report["candidates"] += ov_tried
-    io.write_json(out / REPORT, report)
-    _say(f"report {out / REPORT}")
-    return report
+    return {
+        "recipes": {m: _recipe_name(chosen[m]) for m in FILES},
+        **final.as_dict(),
+        "mb": _set_mb(final_cards),
+        "within_budget": final.drop() <= budget,
+    }, tried
 
 
 def _openvino_set(
