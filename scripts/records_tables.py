@@ -1,0 +1,169 @@
+"""docs/results.md's tables of the speed, cohort, review-app, domain and fuzzing records.
+
+    python scripts/records_tables.py --out runs/results_records.md
+
+Reads the JSON records the benchmarks wrote into benchmarks/records (``speed_<task>/``,
+``batch_cohort.json``, ``serve_load.json``, ``domain_check.json``, ``fuzz_readers.json``) and
+writes one Markdown section per record that exists; ``make compare`` appends it to
+docs/results.md. Nothing here is typed in: every figure is read from a record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / "benchmarks" / "records"
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def speed() -> list[str]:
+    lines = []
+    for path in sorted(RECORDS.glob("speed_*/pipeline_speed.json")):
+        record = _load(path)
+        unit = record["unit"]
+        lines += [
+            f"### Speed: `{record['task']}`, {record['inputs']} "
+            f"{'volumes' if unit == 'plane' else 'images'}, {record['threads']} threads",
+            "",
+            f"`{record['command']}` ({record['date']}; runtimes interleaved, {record['repeats']} "
+            f"repeats, medians per {unit}; peak RSS of a fresh `automedseg segment` process on "
+            "one input).",
+            "",
+            f"| runtime | prompter ms | encoder ms | decoder ms | total ms per {unit} | speed-up "
+            "| models MB | peak RSS MB | torch imported |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, row in record["runtimes"].items():
+            speedup = next(v for k, v in row.items() if k.startswith("speedup_vs_"))
+            lines.append(f"| {name} | {row['prompter_ms']} | {row['encoder_ms']} | "
+                         f"{row['decoder_ms']} | {row['total_ms']} | {speedup}x | "
+                         f"{row['models_mb']} | {row['peak_rss_mb']} | "
+                         f"{row['torch_imported']} |")  # fmt: skip
+        lines.append("")
+    return lines
+
+
+def cohort() -> list[str]:
+    record = _load(RECORDS / "batch_cohort.json")
+    if record is None:
+        return []
+    killed = record["killed_and_resumed"]
+    throughput = record["throughput"]
+    equal = record["outputs_equal"]
+    lines = [
+        "### Cohorts: `automedseg batch --engine dask`",
+        "",
+        f"`benchmarks/batch_cohort.py` ({record['date']}), task `{record['task']}`, "
+        f"{record['cases']} cases ({record['images']} Kvasir-SEG images, {record['volumes']} "
+        "MSD hippocampus volumes), 2 local workers × 1 thread.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| uninterrupted run: cases ok | {record['reference_ok']} of {record['cases']} in "
+        f"{record['reference_seconds']} s |",
+        f"| run killed (SIGKILL) halfway: cases ok before the kill | {killed['ok_first_run']} |",
+        f"| rerun (a worker killed during it): segmented / skipped | {killed['ok_second_run']} / "
+        f"{killed['skipped_second_run']} |",
+        f"| every case in the final manifest | {killed['cases_in_manifest']} of "
+        f"{record['cases']} |",
+        f"| each case segmented once | {killed['each_case_once']} |",
+        f"| a worker was killed during the rerun | {killed['worker_killed']} |",
+        f"| outputs equal the uninterrupted run's (SHA-256 of {equal['files']} files) | "
+        f"{equal['equal']} |",
+        f"| throughput, {throughput['cases']} cases: 1 worker × 1 thread / 2 workers × 1 thread "
+        f"(median s) | {throughput['median_seconds']['1 worker x 1 thread']} / "
+        f"{throughput['median_seconds']['2 workers x 1 thread']} |",
+        f"| speed-up of 2 workers | {throughput['speed_up']}x ({throughput['note']}) |",
+        "",
+    ]
+    return lines
+
+
+def serve() -> list[str]:
+    record = _load(RECORDS / "serve_load.json")
+    if record is None:
+        return []
+    kill = record["at_the_kill"]
+    return [
+        "### The review app under load, restarted mid-queue",
+        "",
+        f"`benchmarks/serve_load.py` ({record['date']}), task `{record['task']}`.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| jobs submitted at once | {record['submitted']} (in {record['submit_seconds']} s) |",
+        f"| at the kill: queued / running / done | {kill['queued']} / {kill['running']} / "
+        f"{kill['done']} |",
+        f"| listed after the restart | {record['listed_after_restart']} |",
+        f"| finally done / failed | {record['final']['done']} / {record['final']['failed']} |",
+        f"| queued at the kill, resumed and done | {record['queued_at_kill_resumed_done']} of "
+        f"{record['queued_at_kill']} |",
+        f"| failed with the reason | {'; '.join(record['failed_reasons']) or '–'} |",
+        f"| results finished before the kill still served | "
+        f"{record['finished_before_kill_still_served']} |",
+        "",
+    ]
+
+
+def domain() -> list[str]:
+    record = _load(RECORDS / "domain_check.json")
+    if record is None:
+        return []
+    sets = sorted({s for row in record["tasks"].values() for s in row["sets"]})
+    lines = [
+        "### Input-domain check: share of cases flagged `out_of_domain`",
+        "",
+        f"`benchmarks/domain_check.py` ({record['date']}): each task's own validation cases "
+        f"(bold; should be ≤ 5 %) and up to {record['per_set']} cases of each other data set "
+        "(should be flagged).",
+        "",
+        "| task | threshold | " + " | ".join(sets) + " |",
+        "|---|---|" + "---|" * len(sets),
+    ]
+    for task, row in record["tasks"].items():
+        cells = []
+        for name in sets:
+            found = row["sets"].get(name)
+            text = "–" if found is None else f"{found['flagged']:.0%} of {found['cases']}"
+            cells.append(f"**{text}**" if found and found["own_validation"] else text)
+        lines.append(f"| `{task}` | {row['threshold']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def fuzz() -> list[str]:
+    record = _load(RECORDS / "fuzz_readers.json")
+    if record is None:
+        return []
+    lines = [
+        "### Fuzzing the readers",
+        "",
+        f"`benchmarks/fuzz_readers.py all --seconds {record['seconds_per_family']}` "
+        f"({record['date']}).",
+        "",
+        "| reader family | seconds | executions | crashes | exceptions |",
+        "|---|---|---|---|---|",
+    ]
+    for family, row in record["families"].items():
+        errors = "; ".join(row["exceptions"]) or "–"
+        lines.append(f"| {family} | {row['seconds']} | {row['executions']} | "
+                     f"{len(row['crashes'])} | {errors} |")  # fmt: skip
+    return lines + [""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    lines = ["## Speed, cohorts, the review app, trust", ""]
+    lines += speed() + cohort() + serve() + domain() + fuzz()
+    args.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
