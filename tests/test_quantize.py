@@ -145,7 +145,7 @@ def test_the_default_runtime_follows_the_recorded_fidelity(tmp_path):
 
 
 @pytest.mark.slow
-def test_shipped_int8_set_segments_without_torch_and_refuses_another_prompter(tmp_path):
+def test_shipped_openvino_set_segments_without_torch_and_refuses_another_prompter(tmp_path):
     image = sorted((EXAMPLES / "kvasir_seg" / "images").glob("*.jpg"))[0]
     code = (
         "import sys; from automedseg.cli import main; "
@@ -153,19 +153,19 @@ def test_shipped_int8_set_segments_without_torch_and_refuses_another_prompter(tm
         "'--no-progress']); sys.exit(10 + code if 'torch' in sys.modules else code)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr  # the default runtime is int8: no torch imported
+    assert done.returncode == 0, done.stderr  # the default runtime is openvino: no torch
     summary = json.loads((tmp_path / f"{image.stem}.json").read_text())
     assert summary["objects"] and io.read_image(tmp_path / f"{image.stem}_mask.png").array.any()
     folder = get_task("polyp").model_set
     with pytest.raises(WeightsError, match="made from another prompter"):
-        load_model_set(folder, "int8", "f" * 64)
+        load_model_set(folder, "openvino", "f" * 64)
     copy = tmp_path / "set"
-    shutil.copytree(folder / "int8", copy / "int8")
-    card = json.loads((copy / "int8" / "image_encoder.json").read_text())
+    shutil.copytree(folder / "openvino", copy / "openvino")
+    card = json.loads((copy / "openvino" / "image_encoder.json").read_text())
     card["model"] = runtime.HEAD
-    (copy / "int8" / "image_encoder.json").write_text(json.dumps(card))
+    (copy / "openvino" / "image_encoder.json").write_text(json.dumps(card))
     with pytest.raises(WeightsError, match="expected 'litemedsam_image_encoder'"):
-        load_model_set(copy, "int8", None)
+        load_model_set(copy, "openvino", None)
 
 
 def _graph(path):
