@@ -29,16 +29,18 @@ CARRIED = ("task", "architecture", "members", "flip", "fallback", "labels", "sco
 """ONNX card fields an OpenVINO card keeps (the prompters' settings)."""
 
 
-def convert(onnx_card: str | Path, out_stem: str | Path) -> Path:
+def convert(onnx_card: str | Path, out_stem: str | Path, half_weights: bool = False) -> Path:
     """The ONNX model of ``onnx_card`` as OpenVINO IR at ``out_stem``.xml/.bin; returns the
-    card written beside them."""
+    card written beside them. ``half_weights`` stores the weights as float16 (half the disk;
+    computed in bfloat16 or float32 all the same)."""
     import openvino as ov
 
     card = read_card(onnx_card)
     onnx_path = Path(card["_path"]).parent / card["weights_file"]
     if file_sha256(onnx_path) != card["sha256"]:
         raise WeightsError("SHA-256 mismatch: the ONNX file does not match its card", onnx_path)
-    return save_ir(ov.convert_model(onnx_path), card, out_stem, {"recipe": "float32"})
+    recipe = {"recipe": "float16-weights" if half_weights else "float32"}
+    return save_ir(ov.convert_model(onnx_path), card, out_stem, recipe, half_weights)
 
 
 def quantize_matmuls(
@@ -63,7 +65,8 @@ def quantize_matmuls(
     return save_ir(quantized, card, out_stem, recipe)
 
 
-def save_ir(model: Any, source: dict, out_stem: str | Path, recipe: dict) -> Path:
+def save_ir(model: Any, source: dict, out_stem: str | Path, recipe: dict,
+            half_weights: bool = False) -> Path:  # fmt: skip
     """Write ``model`` (an ``openvino.Model``) and its card; ``source`` is the card of what it
     was made from (ONNX or OpenVINO)."""
     import openvino as ov
@@ -72,7 +75,7 @@ def save_ir(model: Any, source: dict, out_stem: str | Path, recipe: dict) -> Pat
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     xml, weights = out_stem.with_suffix(".xml"), out_stem.with_suffix(".bin")
     temp = out_stem.with_name(out_stem.name + ".tmp.xml")
-    ov.save_model(model, temp, compress_to_fp16=False)
+    ov.save_model(model, temp, compress_to_fp16=half_weights)
     temp.replace(xml)
     temp.with_suffix(".bin").replace(weights)
     origin = source.get("source", {})

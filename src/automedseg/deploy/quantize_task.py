@@ -252,15 +252,16 @@ def _openvino_set(
     out: Path, float32: dict[str, Path], feeds: dict, planes: Planes, reference: list,
     budget: float, threads: int,
 ) -> tuple[dict[str, Any], list[dict]]:  # fmt: skip
-    """OUT/openvino/: the float32 exports converted to OpenVINO IR, run in bfloat16 where the
-    CPU has it; the encoder also tried with NNCF INT8 MatMuls; the fastest set within the
-    budget is kept. Returns the report's ``openvino`` part and the candidates tried."""
+    """OUT/openvino/: the float32 exports converted to OpenVINO IR (the prompter's weights
+    stored as float16), run in bfloat16 where the CPU has it; the encoder also tried with NNCF
+    INT8 MatMuls; the fastest set within the budget is kept. Returns the report's ``openvino`` part and the candidates tried."""
     from automedseg.deploy import openvino
 
     precision = inference_precision("auto")
     _say(f"OpenVINO: converting the float32 exports (inference precision {precision})")
     stems = {m: out / "candidates" / f"{FILES[m]}-openvino" for m in FILES}
-    chosen = {m: openvino.convert(float32[m], stems[m]) for m in FILES}
+    chosen = {m: openvino.convert(float32[m], stems[m], half_weights=m == "prompter")
+              for m in FILES}  # fmt: skip
     truth = planes.held_out_truth
     current = measure(_openvino_runtime(chosen, threads), planes.held_out, reference, truth)
     _say(f"openvino {precision}: {_line(current)}")
