@@ -254,7 +254,8 @@ def _openvino_set(
 ) -> tuple[dict[str, Any], list[dict]]:  # fmt: skip
     """OUT/openvino/: the float32 exports converted to OpenVINO IR (the prompter's weights
     stored as float16), run in bfloat16 where the CPU has it; the encoder also tried with NNCF
-    INT8 MatMuls; the fastest set within the budget is kept. Returns the report's ``openvino`` part and the candidates tried."""
+    INT8 MatMuls; the fastest set within the budget is kept. Returns the report's
+    ``openvino`` part and the candidates tried."""
     from automedseg.deploy import openvino
 
     precision = inference_precision("auto")
