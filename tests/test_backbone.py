@@ -239,6 +239,11 @@ def test_the_onnx_and_openvino_backbone_prompters_match_pytorch(tmp_path):
         assert ov_prompter.refinement == {"reprompt": True} and model.precision == precision
         assert ov_prompter.sizes == (96, 64) and ov_prompter.flip
         np.testing.assert_allclose(ov_prompter.maps(image).probabilities, want, atol=tolerance)
+    half = convert(tmp_path / "prompter.json", tmp_path / "ov16" / "prompter", half_weights=True)
+    assert (tmp_path / "ov16" / "prompter.bin").stat().st_size < 0.6 * (
+        tmp_path / "ov" / "prompter.bin").stat().st_size  # fmt: skip
+    model = load_openvino_model(half, BACKBONE, threads=1, precision="f32")
+    np.testing.assert_allclose(prompter_of(model).maps(image).probabilities, want, atol=1e-2)
     from automedseg.runtime.onnx import ENCODER
 
     with pytest.raises(WeightsError, match="expected 'litemedsam_image_encoder'"):
