@@ -79,7 +79,7 @@ def test_discovery_searches_folders_splits_dicom_series_and_reads_csv_lists(tmp_
     listing = tmp_path / "list.csv"
     listing.write_text("path,case_id\nin/site_a/p1.png,first\nin/site_b/scan.nii.gz,\n")
     listed = io.find_sources(listing)
-    assert [s.case_id for s in listed] == ["first", "in__site_b__scan"]
+    assert [s.case_id for s in listed] == ["first", "site_b__scan"]
     assert listed[0].path == tmp_path / "in" / "site_a" / "p1.png"
 
 

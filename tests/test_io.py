@@ -540,3 +540,11 @@ def test_the_pixel_size_is_known_from_pixel_spacing_and_unknown_without(tmp_path
     assert not read_image(tmp_path / "c.png").spacing_known
     PILImage.fromarray(pixels.astype(np.uint8)).save(tmp_path / "d.png", dpi=(72, 72))
     assert not read_image(tmp_path / "d.png").spacing_known  # a screen default says nothing
+
+
+def test_the_same_label_map_writes_the_same_nifti_bytes(tmp_path):
+    labels = np.zeros((3, 4, 5), np.uint8)
+    labels[1, 1:3, 2:4] = 2
+    first = write_nifti(tmp_path / "a" / "seg.nii.gz", labels, Geometry())
+    second = write_nifti(tmp_path / "b" / "seg.nii.gz", labels, Geometry())
+    assert first.read_bytes() == second.read_bytes()

@@ -163,7 +163,8 @@ def read_source_list(path: str | os.PathLike[str]) -> list[Source]:
         target = Path(row[column].strip()).expanduser()
         target = target if target.is_absolute() else path.parent / target
         case_id = row[ids].strip() if ids is not None and ids < len(row) else ""
-        name = case_id or (Path(row[column].strip()).with_name(_stem(target)).as_posix())
+        listed = Path(row[column].strip())  # its folder and name: readable, mostly unique
+        name = case_id or Path(*listed.parts[-2:-1], _stem(target)).as_posix()
         sources.append(Source(_identify(Path(name)), target, "file"))
     return unique_ids(sources)
 

@@ -94,7 +94,8 @@ def write_nifti(path: str | os.PathLike[str], label_map: np.ndarray, geometry: G
     img.header.set_slope_inter(1.0, 0.0)
     with atomic_open(path) as f:
         if path.name.lower().endswith(".gz"):
-            with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0) as gz:
+            # no name, no time in the gzip header: the same label map gives the same bytes
+            with gzip.GzipFile("", mode="wb", compresslevel=6, fileobj=f, mtime=0) as gz:
                 img.to_stream(gz)
         else:
             img.to_stream(f)
