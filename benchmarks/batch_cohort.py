@@ -24,6 +24,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -124,17 +125,8 @@ def killed_and_resumed(listing: Path, out: Path, task: str, cases: int) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="polyp")
-    parser.add_argument("--images", type=int, default=180)
-    parser.add_argument("--volumes", type=int, default=20)
-    parser.add_argument("--throughput", type=int, default=80)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
-    parser.add_argument("--work", type=Path, default=Path("runs/batch_cohort"))
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
+def resume_check(args: argparse.Namespace) -> dict:
+    """Steps 1 to 3 of the module's docstring."""
     listing = args.work / "cohort.csv"
     cases = cohort_csv(args.datasets, args.images, args.volumes, listing)
     reference = args.work / "reference"
@@ -149,12 +141,33 @@ def main() -> None:
     record["outputs_equal"] = {"files": len(a), "equal": a == b,
                                "differing": sorted(k for k in a.keys() | b.keys()
                                                    if a.get(k) != b.get(k))[:20]}  # fmt: skip
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="polyp")
+    parser.add_argument("--images", type=int, default=180)
+    parser.add_argument("--volumes", type=int, default=20)
+    parser.add_argument("--throughput", type=int, default=80)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--datasets", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--work", type=Path, default=Path("runs/batch_cohort"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="measure the throughput again, keep the rest of --out")  # fmt: skip
+    args = parser.parse_args()
+    if args.throughput_only:
+        record = json.loads(args.out.read_text())
+    else:
+        record = resume_check(args)
     small = args.work / "throughput.csv"
     cohort_csv(args.datasets, args.throughput, 0, small)
     times: dict[str, list[float]] = {"1 worker x 1 thread": [], "2 workers x 1 thread": []}
     for repeat in range(args.repeats):
         for workers, key in ((1, "1 worker x 1 thread"), (2, "2 workers x 1 thread")):
             out = args.work / f"throughput_{workers}_{repeat}"
+            shutil.rmtree(out, ignore_errors=True)
             times[key].append(run(command(small, out, args.task, workers)))
     medians = {k: statistics.median(v) for k, v in times.items()}
     record["throughput"] = {
@@ -163,6 +176,7 @@ def main() -> None:
         "median_seconds": {k: round(v, 1) for k, v in medians.items()},
         "speed_up": round(medians["1 worker x 1 thread"] / medians["2 workers x 1 thread"], 2),
         "note": "wall time of the whole command (cluster start and model loading included)",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
