@@ -287,10 +287,12 @@ def _torch_models(
 
 def models_sha256(task: Task | None, runtime: str) -> str:
     """One SHA-256 naming the models a task runs with on ``runtime``: the prompter's and the
-    segmenter delta's recorded weights, and the model set's report for a non-torch runtime.
-    A result made with other models has another; ``batch`` redoes such cases."""
+    segmenter delta's recorded weights, the model set's report for a non-torch runtime, and
+    the domain model (it decides the results' QC flags). A result made with other models has
+    another; ``batch`` redoes such cases."""
     parts: dict[str, Any] = {"runtime": runtime, "task": None if task is None else task.name}
     if task is not None:
+        parts["domain"] = task.about.get("domain")
         for name, card in (("prompter", task.prompter), ("delta", task.delta)):
             parts[name] = None if card is None else read_card(card).get("sha256")
         if runtime != "torch" and task.model_set is not None:
