@@ -46,7 +46,7 @@ def table(abouts: dict[str, dict]) -> str:
         "## Shipped tasks: validation Dice, automatic prompts and oracle boxes",
         "",
         "`benchmarks/task_validation.py --task NAME` on the validation split the task's prompter"
-        " was not trained on, the task's default runtime, 1 thread.",
+        " was not trained on, the task's default runtime (each record states its threads).",
         "",
         "| task | modality | labels | validation cases | Dice, automatic | Dice, oracle boxes "
         "| runtime | record |",
