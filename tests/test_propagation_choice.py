@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from tests.test_propagate import ThresholdSegmenter
+from test_propagate import ThresholdSegmenter  # noqa: I001
 
 from automedseg.cli import main
 from automedseg.errors import WeightsError
