@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from test_propagate import ThresholdSegmenter  # noqa: I001
 
 from automedseg.cli import main
 from automedseg.errors import WeightsError
@@ -14,6 +13,7 @@ from automedseg.pipeline.propagate import settings_of
 from automedseg.prompt.base import card_propagation
 from automedseg.train.propagation import ReusedEncodings, choose_propagation, label_dice
 from automedseg.types import Boxes
+from test_propagate import ThresholdSegmenter  # noqa: I001
 
 FULL, TOP_HALF = (11, 11, 21, 21), (11, 11, 21, 16)
 
