@@ -15,6 +15,7 @@ and the ``domain`` entry (file, SHA-256, threshold, what was fitted on).
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def fit_domain(
     entry = {
         "file": DOMAIN_FILE,
         "sha256": file_sha256(path),
-        "threshold": round(float(threshold), 4),
+        "threshold": math.ceil(float(threshold) * 1e4) / 1e4,  # rounded up: never below
         "feature": "LiteMedSAM image embedding, channel means; volumes: median distance of "
         f"{VOLUME_PLANES} evenly spaced planes",
         "components": int(len(model.spreads)),
