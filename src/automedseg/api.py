@@ -171,11 +171,7 @@ def segment_loaded(
     ``on_progress(stage, planes done, planes)`` follows a volume's planes."""
     if models.prompter is None:
         raise PromptError("these models have no prompter: load a task or a prompter card")
-    if models.tracker is not None or on_progress is None:
-        result = _segment_one(image, models.prompter, models, None, True, False)
-    else:
-        result = segment_image(image, models.prompter, models.segmenter, None, True, on_progress)
-        result.segmenter = models.segmenter_name
+    result = _segment_one(image, models.prompter, models, None, True, False, on_progress)
     check_quality(image, result, models)
     return result
 
@@ -191,8 +187,11 @@ def use_spacing(image: Image, spacing: tuple[float, ...]) -> None:
 
 
 def _segment_one(
-    image: Image, finder, models: Models, z: int | None, propagate: bool, progress: bool
-) -> Result:
+    image: Image, finder, models: Models, z: int | None, propagate: bool, progress: bool,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> Result:  # fmt: skip
+    """One image through the models; a volume's planes reported to ``on_progress``, or shown
+    as progress bars with ``progress``."""
     if models.tracker is not None:
         from automedseg.pipeline.sam2 import segment_image_sam2  # torch
 
@@ -200,7 +199,8 @@ def _segment_one(
             image, finder, models.tracker, z, models.segmenter, progress=progress
         )
     with PlaneProgress(enabled=progress and image.spatial_dims == 3) as bar:
-        result = segment_image(image, finder, models.segmenter, z, propagate, bar.update)
+        report = on_progress or bar.update
+        result = segment_image(image, finder, models.segmenter, z, propagate, report)
     result.segmenter = models.segmenter_name
     return result
 
