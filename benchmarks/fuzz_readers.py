@@ -5,6 +5,9 @@ own ``AutomedsegError`` is a bug.
     python benchmarks/fuzz_readers.py all --seconds 1800 --work runs/fuzz \
         --out benchmarks/records/fuzz_readers.json
 
+With ``--out``, the record is updated family by family (each with its own date), so a campaign
+can be spread over several sessions: ``python benchmarks/fuzz_readers.py nifti --out ...``.
+
 Families (``FAMILIES``): ``raster`` (PNG/JPEG/BMP/TIFF), ``nifti``, ``dicom`` (one file),
 ``series`` (a folder of DICOM files), ``video``, ``frames`` (a folder of frame images),
 ``card`` (model cards and weights), ``boxes`` (box annotation files), ``upload`` (the review
@@ -189,14 +192,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     families = FAMILIES if args.family == "all" else (args.family,)
-    record = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "seconds_per_family": args.seconds, "families": {}}  # fmt: skip
+    record = {"families": {}}
+    if args.out and args.out.exists():  # families run in earlier sessions are kept
+        record = json.loads(args.out.read_text())
     for family in families:
-        record["families"][family] = fuzz_one(family, args.seconds, args.work)
-        print(family, record["families"][family], file=sys.stderr)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        result = fuzz_one(family, args.seconds, args.work)
+        result["date"] = datetime.now(UTC).isoformat(timespec="seconds")
+        record["families"][family] = result
+        print(family, result, file=sys.stderr)
+        if args.out:  # written after each family, so a stopped campaign keeps what it ran
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 
 

@@ -143,15 +143,16 @@ def fuzz() -> list[str]:
     lines = [
         "### Fuzzing the readers",
         "",
-        f"`benchmarks/fuzz_readers.py all --seconds {record['seconds_per_family']}` "
-        f"({record['date']}).",
+        "`benchmarks/fuzz_readers.py FAMILY --seconds S --out benchmarks/records/fuzz_readers.json`"
+        " (atheris, one process per family; a crash stops that family's run).",
         "",
-        "| reader family | seconds | executions | crashes | exceptions |",
-        "|---|---|---|---|---|",
+        "| reader family | date | seconds | executions | crashes | exceptions |",
+        "|---|---|---|---|---|---|",
     ]
     for family, row in record["families"].items():
         errors = "; ".join(row["exceptions"]) or "–"
-        lines.append(f"| {family} | {row['seconds']} | {row['executions']} | "
+        date = row.get("date", record.get("date", "?"))[:10]
+        lines.append(f"| {family} | {date} | {row['seconds']} | {row['executions']} | "
                      f"{len(row['crashes'])} | {errors} |")  # fmt: skip
     return lines + [""]
 

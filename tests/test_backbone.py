@@ -169,6 +169,38 @@ def test_cards_of_another_kind_class_count_or_refinement_are_refused(tmp_path):
         load_prompter(path)
 
 
+class LesionOnFold(torch.nn.Module):
+    """A stand-in network: certain of a lesion (rows/cols [8, 16)), half sure (logit 0.4,
+    probability 0.6) of the fold it sits on (rows [16, 40), cols [8, 16))."""
+
+    num_classes = 1
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((len(image), 1, *image.shape[-2:]), -20.0)
+        logits[..., 16:40, 8:16] = 0.4
+        logits[..., 8:16, 8:16] = 20.0
+        return logits
+
+
+def test_the_pixel_threshold_is_chosen_on_tuning_dice():
+    from automedseg.data.planes import Plane
+    from automedseg.train.backbone import candidates, choose_settings
+
+    prompter = BackbonePrompter([LesionOnFold()], {1: "polyp"}, sizes=(64,))
+    truth = np.zeros((64, 64), np.uint8)
+    truth[8:16, 8:16] = 1
+    plane = Plane("a", None, np.zeros((64, 64), np.float32), truth)
+    found = candidates(prompter, BoxFiller(), plane)
+    assert sorted(found) == [0.5, 0.7, 0.9]
+    assert found[0.5].boxes.xyxy.tolist() == [[8, 8, 15, 39]]  # lesion and fold in one box
+    assert found[0.7].boxes.xyxy.tolist() == [[8, 8, 15, 15]]  # the lesion alone
+    choice = choose_settings([found], [1])
+    assert choice.pixel_threshold == 0.7 and choice.dice == pytest.approx(1.0)
+    assert choice.table[
+        "pixel 0.5, reprompt False, agreement 0.0, score 0.9, fallback True"
+    ] == pytest.approx(2 * 64 / (64 + 256))
+
+
 def test_train_backbone_writes_a_card_that_loads_segments_and_resumes(tmp_path):
     from automedseg.train.backbone import train_backbone
 

@@ -8,7 +8,10 @@ the model for the CPU with
 
 * ``INFERENCE_PRECISION_HINT`` bf16 when the CPU has native bfloat16 (AVX-512 BF16 or AMX,
   read from OpenVINO's ``OPTIMIZATION_CAPABILITIES`` at run time), f32 elsewhere — or as asked;
-* ``INFERENCE_NUM_THREADS`` = ``threads``, one stream, the latency hint.
+* ``INFERENCE_NUM_THREADS`` = ``threads``, one stream, the latency hint;
+* no CPU pinning (``ENABLE_CPU_PINNING`` off): OpenVINO would bind the threads of every
+  process to the first cores, so two one-thread batch workers would share one core
+  (``benchmarks/cpu_scaling.py``).
 
 ``OpenVinoModel.run`` has the signature of ``runtime.onnx.OnnxModel.run``, so the predictor and
 prompters of ``runtime.onnx`` run on it unchanged. ``run_many`` runs a batch of inputs (a
@@ -95,7 +98,7 @@ class OpenVinoModel:
 
         if self._streams is None:
             config = {"INFERENCE_PRECISION_HINT": self.precision, "NUM_STREAMS": threads,
-                      "INFERENCE_NUM_THREADS": threads,
+                      "INFERENCE_NUM_THREADS": threads, "ENABLE_CPU_PINNING": False,
                       "PERFORMANCE_HINT": "THROUGHPUT"}  # fmt: skip
             weights = self.path.parent / self.card["bin_file"]
             model = core().read_model(self.path, weights)  # the files checked at load time
@@ -156,6 +159,7 @@ def load_openvino_model(
         "INFERENCE_NUM_THREADS": int(threads),
         "NUM_STREAMS": 1,
         "PERFORMANCE_HINT": "LATENCY",
+        "ENABLE_CPU_PINNING": False,
     }
     try:
         compiled = core().compile_model(core().read_model(xml, weights), "CPU", config)

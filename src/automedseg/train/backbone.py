@@ -4,8 +4,9 @@ Reads top to bottom: split (train / tune / validation cases) → for each member
 resized once into memory → epochs of albumentations-augmented batches, bfloat16 forward where
 the CPU has it, a one-cycle schedule, a checkpoint after every epoch (``last_<size>.pt``,
 ``--resume``) → the epoch with the lowest tuning loss → with every member (and the mirrored
-view), the box score threshold, the fallback and the refinement (``pipeline.refine``) that give
-the best Dice through the segmenter on the tuning planes → safetensors + card.
+view), the boxes' pixel and score thresholds, the fallback and the refinement
+(``pipeline.refine``) that give the best Dice through the segmenter on the tuning planes →
+safetensors + card.
 
 The tuning cases are a share of the training cases that the network never trains on; the
 validation cases (``val_cases.txt``, the same split as every other trainer) are used for
@@ -42,6 +43,9 @@ from automedseg.types import Boxes, Segmentation
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations must not go online
 AGREEMENTS = (0.0, 0.2, 0.4, 0.6)
 """``min_agreement`` values tried on the tuning planes."""
+PIXEL_THRESHOLDS = (0.5, 0.7, 0.9)
+"""``pixel_threshold`` values tried on the tuning planes: a higher one cuts a component that
+joins a small lesion to a less certain neighbour (a fold) into the part the map is sure of."""
 MIN_AREA_FRACTION = 0.0005
 
 
@@ -158,25 +162,34 @@ class Candidates:
     tight_agreement: np.ndarray
 
 
-def candidates(prompter: BackbonePrompter, segmenter: BoxSegmenter, plane: Plane) -> Candidates:
-    """Every component the map gives (threshold 0) with its mask from the box and from the
-    mask's tight box, and each mask's agreement with the map (``pipeline.refine``)."""
+def candidates(
+    prompter: BackbonePrompter, segmenter: BoxSegmenter, plane: Plane,
+    pixel_thresholds: tuple[float, ...] = PIXEL_THRESHOLDS,
+) -> dict[float, Candidates]:  # fmt: skip
+    """Per pixel threshold, every component the map gives (score threshold 0) with its mask
+    from the box and from the mask's tight box, and each mask's agreement with the map
+    (``pipeline.refine``). The plane is encoded at most once."""
     maps = prompter.maps(plane.image)
-    labels = list(prompter.labels)
-    boxes = boxes_from_probabilities(maps.probabilities, plane.labels.shape, labels,
-                                     prompter.pixel_threshold, 0.0, prompter.min_area_fraction,
-                                     prompter.size)  # fmt: skip
+    labels, encoded, out = list(prompter.labels), False, {}
     empty = np.zeros((0, *plane.labels.shape), bool)
-    if not len(boxes):
-        return Candidates(plane.labels, boxes, empty, np.zeros(0), boxes, empty, np.zeros(0))
-    segmenter.set_image(plane.image)
-    masks = segmenter.predict(boxes.xyxy)
-    tight_masks, tight = reprompted(masks, boxes, segmenter)
     probabilities = maps.at(plane.labels.shape)
-    agree = agreements(masks, boxes, probabilities, maps.label_values, prompter.pixel_threshold)
-    tight_agree = agreements(tight_masks, tight, probabilities, maps.label_values,
-                             prompter.pixel_threshold)  # fmt: skip
-    return Candidates(plane.labels, boxes, masks, agree, tight, tight_masks, tight_agree)
+    for pixel in pixel_thresholds:
+        boxes = boxes_from_probabilities(maps.probabilities, plane.labels.shape, labels, pixel,
+                                         0.0, prompter.min_area_fraction, prompter.size)  # fmt: skip
+        if not len(boxes):
+            out[pixel] = Candidates(plane.labels, boxes, empty, np.zeros(0), boxes, empty,
+                                    np.zeros(0))  # fmt: skip
+            continue
+        if not encoded:
+            segmenter.set_image(plane.image)
+            encoded = True
+        masks = segmenter.predict(boxes.xyxy)
+        tight_masks, tight = reprompted(masks, boxes, segmenter)
+        agree = agreements(masks, boxes, probabilities, maps.label_values, pixel)
+        tight_agree = agreements(tight_masks, tight, probabilities, maps.label_values, pixel)
+        out[pixel] = Candidates(plane.labels, boxes, masks, agree, tight, tight_masks,
+                                tight_agree)  # fmt: skip
+    return out
 
 
 def plane_dice(found: Candidates, settings: dict, threshold: float, labels: list[int],
@@ -201,30 +214,56 @@ def plane_dice(found: Candidates, settings: dict, threshold: float, labels: list
     return float(np.mean([dice(label_map == v, found.truth == v) for v in labels]))
 
 
-def choose_settings(
-    all_found: list[Candidates], labels: list[int]
-) -> tuple[float, bool, dict, dict]:
-    """(score threshold, fallback, refinement settings, their tuning Dice) with the best mean
-    Dice. On a tie the first in order: no reprompt before reprompt, lower agreement first,
-    and the fallback first only when every tuning plane holds every label (data where an empty
-    answer is always wrong), else last."""
-    everywhere = all(set(labels) <= {int(v) for v in np.unique(f.truth)} for f in all_found)
-    table, best = {}, (-1.0, 0.5, False, {})
-    for reprompt in (False, True):
-        for agreement in AGREEMENTS:
-            settings = {"reprompt": reprompt, "min_agreement": agreement}
-            for threshold in THRESHOLDS:
-                for fallback in (True, False) if everywhere else (False, True):
-                    score = float(np.mean([plane_dice(f, settings, float(threshold), labels,
-                                                      fallback) for f in all_found]))  # fmt: skip
-                    table[_row(reprompt, agreement, threshold, fallback)] = score
-                    if score > best[0] + 1e-9:
-                        best = (score, float(threshold), fallback, settings)
-    return best[1], best[2], best[3], table
+@dataclass
+class Choice:
+    """The settings ``choose_settings`` picked and the tuning Dice of every combination."""
+
+    pixel_threshold: float
+    score_threshold: float
+    fallback: bool
+    refinement: dict
+    table: dict[str, float]
+
+    @property
+    def dice(self) -> float:
+        return max(self.table.values())
+
+    @property
+    def unrefined_dice(self) -> float:
+        """The tuning Dice of the same thresholds and fallback without refinement."""
+        return self.table[_row(self.pixel_threshold, False, 0.0, self.score_threshold,
+                               self.fallback)]  # fmt: skip
 
 
-def _row(reprompt: bool, agreement: float, threshold: float, fallback: bool) -> str:
-    return f"reprompt {reprompt}, agreement {agreement}, score {threshold}, fallback {fallback}"
+def choose_settings(all_found: list[dict[float, Candidates]], labels: list[int]) -> Choice:
+    """The pixel threshold, score threshold, fallback and refinement settings with the best
+    mean Dice. On a tie the first in order: lower pixel threshold first, no reprompt before
+    reprompt, lower agreement first, and the fallback first only when every tuning plane holds
+    every label (data where an empty answer is always wrong), else last."""
+    pixels = sorted(all_found[0]) if all_found else [0.5]
+    everywhere = all(set(labels) <= {int(v) for v in np.unique(f[pixels[0]].truth)}
+                     for f in all_found)  # fmt: skip
+    table, best = {}, (-1.0, Choice(0.5, 0.5, False, {}, {}))
+    for pixel in pixels:
+        for reprompt in (False, True):
+            for agreement in AGREEMENTS:
+                settings = {"reprompt": reprompt, "min_agreement": agreement}
+                for threshold in THRESHOLDS:
+                    for fallback in (True, False) if everywhere else (False, True):
+                        score = float(np.mean([plane_dice(f[pixel], settings, float(threshold),
+                                                          labels, fallback)
+                                               for f in all_found]))  # fmt: skip
+                        table[_row(pixel, reprompt, agreement, threshold, fallback)] = score
+                        if score > best[0] + 1e-9:
+                            choice = Choice(pixel, float(threshold), fallback, settings, table)
+                            best = (score, choice)
+    return best[1]
+
+
+def _row(pixel: float, reprompt: bool, agreement: float, threshold: float,
+         fallback: bool) -> str:  # fmt: skip
+    return (f"pixel {pixel}, reprompt {reprompt}, agreement {agreement}, score {threshold}, "
+            f"fallback {fallback}")
 
 
 @dataclass
@@ -318,8 +357,8 @@ def train_backbone(
     One member per entry of ``sizes`` (the longest side its images are resized to), each
     trained in turn for ``epochs`` (one number, or one per member); ``flip`` makes the prompter
     also read the mirrored image. ``segmenter`` is what the boxes will prompt (the task's
-    LiteMedSAM, with its delta): the score threshold, fallback and refinement are chosen on its
-    Dice; ``segmenter_record`` is what the card says about it. With ``resume``, training
+    LiteMedSAM, with its delta): the pixel and score thresholds, fallback and refinement are
+    chosen on its Dice; ``segmenter_record`` is what the card says about it. With ``resume``, training
     continues from ``out/last_<size>.pt``.
     """
     started = time.perf_counter()
@@ -370,27 +409,26 @@ def train_backbone(
     prompter = BackbonePrompter([m.net for m in members], {v: "" for v in labels},
                                 sizes=sizes, flip=flip,
                                 min_area_fraction=MIN_AREA_FRACTION)  # fmt: skip
-    log(f"choosing the score threshold, fallback and refinement on {len(tune_planes)} tuning "
-        "planes")  # fmt: skip
+    log(f"choosing the pixel and score thresholds, fallback and refinement on "
+        f"{len(tune_planes)} tuning planes")  # fmt: skip
     found = [candidates(prompter, segmenter, p) for p in tune_planes]
-    threshold, fallback, settings, table = choose_settings(found, labels)
-    best = max(table.values())
-    log(f"score threshold {threshold}, fallback {fallback}, refinement {settings}: tuning Dice "
-        f"{best:.4f}")  # fmt: skip
+    choice = choose_settings(found, labels)
+    log(f"pixel threshold {choice.pixel_threshold}, score threshold {choice.score_threshold}, "
+        f"fallback {choice.fallback}, refinement {choice.refinement}: tuning Dice "
+        f"{choice.dice:.4f}")  # fmt: skip
     names = class_names(split.dataset.label_names, label_choice)
     card = {
         "kind": "backbone",
         "task": task,
         "members": prompter.members(),
         "flip": flip,
-        "fallback": fallback,
+        "fallback": choice.fallback,
         "labels": {str(v): names.get(v, f"label{v}") for v in labels},
-        "score_threshold": threshold,
-        "pixel_threshold": 0.5,
+        "score_threshold": choice.score_threshold,
+        "pixel_threshold": choice.pixel_threshold,
         "min_area_fraction": MIN_AREA_FRACTION,
-        "refinement": {"settings": settings, "tune_dice": round(best, 4),
-                       "tune_dice_unrefined": round(table[_row(False, 0.0, threshold,
-                                                               fallback)], 4)},  # fmt: skip
+        "refinement": {"settings": choice.refinement, "tune_dice": round(choice.dice, 4),
+                       "tune_dice_unrefined": round(choice.unrefined_dice, 4)},
         "pretrained": MOBILENET_V2.record(),
         "segmenter": segmenter_record or {"name": "LiteMedSAM"},
         "preprocessing": "automedseg.intensity.to_unit_range, longest side to each member's "
@@ -416,7 +454,8 @@ def train_backbone(
             "augmentation": "albumentations: flips, 90° turns, affine (scale 0.75–1.25, shift "
             "10 %, rotation 20°), brightness/contrast, gamma" + (", hue/saturation" * colour),
         },
-        "tune_metrics": {"loss": [round(m.tune_loss, 4) for m in members], "dice": round(best, 4)},
+        "tune_metrics": {"loss": [round(m.tune_loss, 4) for m in members],
+                         "dice": round(choice.dice, 4)},
     }
     half = {k: v.half() if v.is_floating_point() else v for k, v in prompter.state_dict().items()}
     card_path = save_checkpoint(out / "prompter.safetensors", half, card)
