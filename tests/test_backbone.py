@@ -276,6 +276,17 @@ def test_the_onnx_and_openvino_backbone_prompters_match_pytorch(tmp_path):
         tmp_path / "ov" / "prompter.bin").stat().st_size  # fmt: skip
     model = load_openvino_model(half, BACKBONE, threads=1, precision="f32")
     np.testing.assert_allclose(prompter_of(model).maps(image).probabilities, want, atol=1e-2)
+    from automedseg.deploy.openvino import quantize_all
+    from automedseg.deploy.quantize_task import _backbone_feeds
+
+    planes = [np.random.default_rng(i).random((70, 90, 3), np.float32) for i in range(3)]
+    feeds = _backbone_feeds(card, planes)
+    assert [f["image_0"].shape for f in feeds[:1]] == [(2, 3, 96, 96)]  # both views, padded
+    int8 = quantize_all(card, tmp_path / "ov8" / "prompter", feeds)
+    assert json.loads(int8.read_text())["recipe"] == "int8"
+    model = load_openvino_model(int8, BACKBONE, threads=1, precision="f32")
+    got = prompter_of(model).maps(image).probabilities
+    assert got.shape == want.shape and np.abs(got - want).mean() < 0.05
     from automedseg.runtime.onnx import ENCODER
 
     with pytest.raises(WeightsError, match="expected 'litemedsam_image_encoder'"):

@@ -6,7 +6,8 @@ with an OpenVINO card beside it, carrying over what the runtime needs (labels, t
 refinement and propagation settings of a prompter). ``quantize_matmuls`` runs NNCF's
 post-training quantization on calibration inputs with every convolution left out: on
 LiteMedSAM's encoder, INT8 convolutions broke the embedding (cosine 0.65, as with ONNX
-Runtime), while INT8 MatMuls with bfloat16 elsewhere kept it (0.997).
+Runtime), while INT8 MatMuls with bfloat16 elsewhere kept it (0.997). ``quantize_all``
+quantizes every layer NNCF can (a convolutional network such as the backbone prompter).
 """
 
 from __future__ import annotations
@@ -62,6 +63,22 @@ def quantize_matmuls(
         subset_size=len(feeds),
     )
     recipe = {"recipe": "int8-matmul", "calibration_inputs": len(feeds), "nncf": nncf.__version__}
+    return save_ir(quantized, card, out_stem, recipe)
+
+
+def quantize_all(
+    source_card: str | Path, out_stem: str | Path, feeds: Sequence[dict[str, np.ndarray]],
+) -> Path:  # fmt: skip
+    """NNCF INT8 of every layer it can quantize (convolutions included) of the IR of
+    ``source_card``, calibrated on ``feeds``; returns the new card."""
+    import nncf
+    import openvino as ov
+
+    card = read_card(source_card)
+    xml = Path(card["_path"]).parent / card["weights_file"]
+    quantized = nncf.quantize(ov.Core().read_model(xml), nncf.Dataset(list(feeds)),
+                              subset_size=len(feeds))  # fmt: skip
+    recipe = {"recipe": "int8", "calibration_inputs": len(feeds), "nncf": nncf.__version__}
     return save_ir(quantized, card, out_stem, recipe)
 
 

@@ -6,8 +6,8 @@ Reads top to bottom: planes (calibration + held out) → export float32 ONNX (pa
 encoder, then the mask decoder, then the prompter: each candidate ONNX Runtime recipe
 measured against the reference (``deploy.fidelity``), the fastest within the Dice budget kept
 → OUT/int8 → the float32 exports converted to OpenVINO (bfloat16 where the CPU has it), the
-encoder also with NNCF INT8 MatMuls, the fastest within budget kept → OUT/openvino, and the
-report OUT/quantization.json.
+encoder also with NNCF INT8 MatMuls (a backbone prompter with INT8 throughout), the fastest
+within budget kept → OUT/openvino, and the report OUT/quantization.json.
 
 Output layout (``runtime.model_set`` reads it)::
 
@@ -37,7 +37,9 @@ from automedseg.deploy.calibration import Planes, calibration_planes
 from automedseg.deploy.fidelity import Fidelity, Runtime, measure, reference_outputs
 from automedseg.deploy.quantize import Recipe, quantize_model
 from automedseg.errors import AutomedsegError, WeightsError
+from automedseg.prompt.backbone_space import views
 from automedseg.runtime.onnx import (
+    BACKBONE,
     DECODER,
     ENCODER,
     OnnxLiteMedSAMPredictor,
@@ -254,7 +256,8 @@ def _openvino_set(
 ) -> tuple[dict[str, Any], list[dict]]:  # fmt: skip
     """OUT/openvino/: the float32 exports converted to OpenVINO IR (the prompter's weights
     stored as float16), run in bfloat16 where the CPU has it; the encoder also tried with NNCF
-    INT8 MatMuls; the fastest set within the budget is kept. Returns the report's
+    INT8 MatMuls, then a backbone prompter with NNCF INT8 throughout; the fastest set within
+    the budget is kept. Returns the report's
     ``openvino`` part and the candidates tried."""
     from automedseg.deploy import openvino
 
@@ -280,6 +283,24 @@ def _openvino_set(
     best = _choose([float_encoder, int8_encoder], budget)
     chosen["encoder"], current = best.card, best.fidelity
     _say(f"openvino encoder: keeping {best.recipe.name}")
+    tried = [float_encoder, int8_encoder]
+    if read_card(chosen["prompter"])["model"] == BACKBONE:  # a CNN on the image: INT8 throughout
+        recipe = Recipe("openvino-float16-weights", False, ())
+        float_prompter = Candidate("prompter", recipe, chosen["prompter"], current,
+                                   _model_mb(chosen["prompter"]))  # fmt: skip
+        int8_card = openvino.quantize_all(
+            chosen["prompter"], out / "candidates" / "prompter-openvino-int8",
+            _backbone_feeds(chosen["prompter"], planes.calibration[:16]),
+        )  # fmt: skip
+        trial = {**chosen, "prompter": int8_card}
+        fidelity = measure(_openvino_runtime(trial, threads), planes.held_out, reference, truth)
+        int8_prompter = Candidate("prompter", Recipe("openvino-int8", True, ("Conv", "MatMul")),
+                                  int8_card, fidelity, _model_mb(int8_card))  # fmt: skip
+        _say(f"openvino prompter int8: {_line(fidelity)}")
+        best = _choose([float_prompter, int8_prompter], budget)
+        chosen["prompter"], current = best.card, best.fidelity
+        _say(f"openvino prompter: keeping {best.recipe.name}")
+        tried += [float_prompter, int8_prompter]
     final_dir = out / "openvino"
     for model_name, card_file in chosen.items():
         _copy_ir(card_file, final_dir / FILES[model_name])
@@ -292,12 +313,22 @@ def _openvino_set(
         "mb": round(sum(_model_mb(c) for c in final_cards.values()), 2),
         "within_budget": current.drop() <= budget,
     }
-    tried = [{"model": c.model, "recipe": c.recipe.name, "op_types": list(c.recipe.op_types),
-              "static": c.recipe.static, "mb": c.mb, **c.fidelity.as_dict()}
-             for c in (float_encoder, int8_encoder)]  # fmt: skip
+    rows = [{"model": c.model, "recipe": c.recipe.name, "op_types": list(c.recipe.op_types),
+             "static": c.recipe.static, "mb": c.mb, **c.fidelity.as_dict()}
+            for c in tried]  # fmt: skip
     _say(f"openvino set: {_line(current)}; {part['mb']} MB; within budget: "
          f"{part['within_budget']}")  # fmt: skip
-    return part, tried
+    return part, rows
+
+
+def _backbone_feeds(card_file: Path, planes: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """The exported backbone prompter's inputs (each member's views) for each plane."""
+    card = read_card(card_file)
+    names = [i["name"] for i in card["inputs"]]
+    sizes = [int(m["size"]) for m in card.get("members") or [{"size": card["size"]}]]
+    flip = bool(card.get("flip", False))
+    return [{name: views(plane, size, flip)[0] for name, size in zip(names, sizes, strict=True)}
+            for plane in planes]  # fmt: skip
 
 
 def _openvino_runtime(cards: dict[str, Path], threads: int) -> Runtime:

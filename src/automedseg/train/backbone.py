@@ -174,8 +174,9 @@ def candidates(
     empty = np.zeros((0, *plane.labels.shape), bool)
     probabilities = maps.at(plane.labels.shape)
     for pixel in pixel_thresholds:
-        boxes = boxes_from_probabilities(maps.probabilities, plane.labels.shape, labels, pixel,
-                                         0.0, prompter.min_area_fraction, prompter.size)  # fmt: skip
+        boxes = boxes_from_probabilities(maps.probabilities, plane.labels.shape, labels,
+                                         pixel, 0.0, prompter.min_area_fraction,
+                                         prompter.size)  # fmt: skip
         if not len(boxes):
             out[pixel] = Candidates(plane.labels, boxes, empty, np.zeros(0), boxes, empty,
                                     np.zeros(0))  # fmt: skip
@@ -358,8 +359,8 @@ def train_backbone(
     trained in turn for ``epochs`` (one number, or one per member); ``flip`` makes the prompter
     also read the mirrored image. ``segmenter`` is what the boxes will prompt (the task's
     LiteMedSAM, with its delta): the pixel and score thresholds, fallback and refinement are
-    chosen on its Dice; ``segmenter_record`` is what the card says about it. With ``resume``, training
-    continues from ``out/last_<size>.pt``.
+    chosen on its Dice; ``segmenter_record`` is what the card says about it. With
+    ``resume``, training continues from ``out/last_<size>.pt``.
     """
     started = time.perf_counter()
     label_choice = label_choice or LabelChoice()
