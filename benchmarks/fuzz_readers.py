@@ -12,8 +12,10 @@ Families (``FAMILIES``): ``raster`` (PNG/JPEG/BMP/TIFF), ``nifti``, ``dicom`` (o
 ``series`` (a folder of DICOM files), ``video``, ``frames`` (a folder of frame images),
 ``card`` (model cards and weights), ``boxes`` (box annotation files), ``upload`` (the review
 app's upload sniffing and ZIP extraction). Each runs in its own process for ``--seconds``,
-seeded with small valid files of its format (``seeds``); a crash is saved under
-``WORK/<family>/crash-*`` by libFuzzer and listed in the record with the exception it raised.
+seeded with small valid files of its format (``seeds``); an input that crashes a reader, takes
+more than 4 GB or 30 s is saved by libFuzzer as ``WORK/<family>/(crash|oom|timeout)-*``,
+stops that family's run and is listed in the record with its exception (earlier runs'
+artifacts are moved to ``WORK/<family>/earlier/``).
 Pillow's decompression-bomb limit stays on.
 """
 
@@ -153,6 +155,10 @@ def fuzz_one(family: str, seconds: int, work: Path) -> dict:
     """Run one family's fuzzer in a child process; its executions and crashes."""
     corpus = work / family / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
+    earlier = work / family / "earlier"  # artifacts of earlier runs (fixed since, or not)
+    for artifact in _artifacts(work / family):
+        earlier.mkdir(exist_ok=True)
+        artifact.replace(earlier / artifact.name)
     for i, seed in enumerate(seeds(family)):
         (corpus / f"seed{i}").write_bytes(seed)
     clock = time.perf_counter()
@@ -164,11 +170,18 @@ def fuzz_one(family: str, seconds: int, work: Path) -> dict:
     log = done.stdout + done.stderr
     (work / family / "fuzz.log").write_text(log)
     runs = [int(m) for m in re.findall(r"#(\d+)\s", log)]
-    crashes = sorted(p.name for p in (work / family).glob("crash-*"))
+    crashes = sorted(p.name for p in _artifacts(work / family))
     errors = re.findall(r"=== Uncaught Python exception: ===\n(.+)", log)
+    errors += re.findall(r"SUMMARY: libFuzzer: (.+)", log)  # out-of-memory, timeout
     return {"seconds": round(time.perf_counter() - clock), "executions": max(runs, default=0),
             "crashes": crashes, "exceptions": sorted(set(errors)),
             "exit_code": done.returncode}  # fmt: skip
+
+
+def _artifacts(folder: Path) -> list[Path]:
+    """The inputs libFuzzer saved: crashes, out-of-memory, timeouts, leaks."""
+    kinds = ("crash-", "oom-", "timeout-", "leak-", "slow-unit-")
+    return [p for p in folder.glob("*") if p.is_file() and p.name.startswith(kinds)]
 
 
 def child(family: str, argv: list[str]) -> None:

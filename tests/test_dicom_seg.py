@@ -283,3 +283,28 @@ def test_a_tasks_label_names_name_the_dicom_seg_segments(tmp_path, box_filler):
     assert segment.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning == "Anatomical Structure"
     assert segment.SegmentAlgorithmType == "AUTOMATIC" and segment.SegmentAlgorithmName
     assert seg.SeriesDescription == "automedseg liver (LiteMedSAM)"
+
+
+def test_the_dicom_seg_validates_with_dciodvfy(tmp_path, box_filler):
+    """dicom3tools' dciodvfy (Debian package dicom3tools; CI installs it) finds no error in
+    the SEG of a CT series segmented for a task with codes."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        if os.environ.get("AUTOMEDSEG_REQUIRE_DCIODVFY"):
+            pytest.fail("dciodvfy is required here (apt-get install dicom3tools)")
+        pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
+    folder = ct_series(tmp_path / "ct")
+    finder = FixedBoxes(Boxes.from_list([(2, 1, 5, 3)]))
+    liver = {"category": ["91723000", "SCT", "Anatomical Structure"],
+             "type": ["10200004", "SCT", "Liver"]}  # fmt: skip
+    task = Task("liver", None, about={"labels": {"1": "liver"}, "codes": {"1": liver}})
+    models = Models(finder, box_filler.segmenter, "torch", task)
+    segment_files([folder], tmp_path / "out", propagate=False, progress=False, models=models)
+    done = subprocess.run(["dciodvfy", str(tmp_path / "out" / "ct_seg.dcm")],
+                          capture_output=True, text=True)  # fmt: skip
+    report = done.stdout + done.stderr
+    assert "Segmentation" in report  # it recognised the IOD
+    assert [line for line in report.splitlines() if line.startswith("Error")] == [], report

@@ -96,7 +96,7 @@ def _decode(ds: Any, path: Path) -> tuple[np.ndarray, bool]:
         return pixel_array(ds), False
     except Exception as error:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        if syntax is None or not syntax.is_compressed:
+        if syntax is None or not syntax.is_compressed or not _gdcm_may_help(syntax):
             raise
         # pydicom lacks a decoder for this compression; GDCM (inside SimpleITK) has them all.
         import SimpleITK as sitk
@@ -109,6 +109,21 @@ def _decode(ds: Any, path: Path) -> tuple[np.ndarray, bool]:
         if frames == 1 and array.ndim >= 3 and array.shape[0] == 1:
             array = array[0]
         return array, int(ds.get("SamplesPerPixel", 1)) == 1
+
+
+def _gdcm_may_help(syntax: Any) -> bool:
+    """Whether GDCM should try a compressed file pydicom failed on: only where pydicom has no
+    decoder here, or only Pillow's, which reads 8-bit JPEG but not 12-bit. Where pydicom's
+    decoder is complete (RLE, JPEG-LS, JPEG 2000) the data is broken, and GDCM, given a
+    broken 1 kB RLE file, allocated 3.7 GB (benchmarks/fuzz_readers.py)."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGExtended12Bit
+
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        return True
+    return not decoder.is_available or syntax == JPEGExtended12Bit
 
 
 def _to_rgb8(array: np.ndarray, ds: Any) -> np.ndarray:
