@@ -229,3 +229,28 @@ def test_another_tools_predictions_are_scored_with_the_same_metrics(tmp_path):
     assert summary["failed_cases"] == ["b"]
     rows = list(csv.DictReader((tmp_path / "out2" / "per_case.csv").open()))
     assert "no prediction named b" in next(r["error"] for r in rows if r["case_id"] == "b")
+
+
+def test_automatic_rows_and_the_report_carry_the_cases_qc_flags(tmp_path):
+    from automedseg.evaluate.runner import evaluate
+    from automedseg.prompt.oracle import FixedBoxes
+    from automedseg.tasks import Models
+    from automedseg.types import Boxes
+    from conftest import BoxFiller
+
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    truth = np.zeros((20, 20), np.uint8)
+    truth[0:8, 0:8] = 1  # at the image's edge, where the box will be too
+    for name in ("a", "b"):
+        PILImage.fromarray(truth * 200).save(tmp_path / "images" / f"{name}.png")
+        io.write_label_png(tmp_path / "masks" / f"{name}.png", truth)
+    models = Models(FixedBoxes(Boxes.from_list([(0, 0, 7, 7)])), BoxFiller(), "torch")
+    summary = evaluate(tmp_path, tmp_path / "out", prompts="both", models=models,
+                       progress=False)  # fmt: skip
+    assert summary["modes"]["auto"]["qc_flags"] == {"touches_border": 2}
+    assert summary["modes"]["oracle"]["qc_flags"] == {}  # QC is for automatic results
+    rows = list(csv.DictReader((tmp_path / "out" / "per_case.csv").open()))
+    assert {(r["mode"], r["qc_flags"]) for r in rows} == {("auto", "touches_border"),
+                                                          ("oracle", "")}  # fmt: skip
+    assert "QC flags (auto prompts; cases of 2" in (tmp_path / "out" / "report.md").read_text()

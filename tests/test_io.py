@@ -501,20 +501,23 @@ def test_import_is_cheap():
     assert result.stdout.strip() == "[]"
 
 
-def test_compressed_dicom_falls_back_to_gdcm(tmp_path, monkeypatch):
-    from pydicom.uid import RLELossless
+def test_compressed_dicom_pydicom_cannot_decode_falls_back_to_gdcm(tmp_path):
+    """JPEG Lossless (process 14), written by GDCM: pydicom has no decoder for it here."""
+    import pydicom
+    import SimpleITK as sitk
+    from pydicom.uid import JPEGLosslessSV1
 
-    ds = make_dicom(stored_ct(1), RescaleSlope=2, RescaleIntercept=-1024)
-    ds.compress(RLELossless)
-    path = save(ds, tmp_path / "rle.dcm")
-
-    def no_decoder(*args, **kwargs):
-        raise RuntimeError("no plugin can decode this transfer syntax")
-
-    monkeypatch.setattr("pydicom.pixels.pixel_array", no_decoder)
-    image = read_image(path)
-    assert image.spatial_dims == 2 and image.array.shape == (6, 8)
-    np.testing.assert_array_equal(image.array, 2.0 * stored_ct(1) - 1024)
+    pixels = (np.arange(48).reshape(6, 8) * 20).astype(np.int16)
+    writer = sitk.ImageFileWriter()
+    writer.SetFileName(str(tmp_path / "lossless.dcm"))
+    writer.SetImageIO("GDCMImageIO")
+    writer.UseCompressionOn()
+    writer.SetCompressor("JPEG")
+    writer.Execute(sitk.GetImageFromArray(pixels))
+    assert pydicom.dcmread(tmp_path / "lossless.dcm").file_meta.TransferSyntaxUID == JPEGLosslessSV1
+    image = read_image(tmp_path / "lossless.dcm")
+    assert image.spatial_dims == 2
+    np.testing.assert_array_equal(image.array, pixels)
 
 
 def test_a_file_named_dcm_that_is_not_dicom_says_what_it_holds(tmp_path):

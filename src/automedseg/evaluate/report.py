@@ -46,6 +46,11 @@ def markdown(summary: dict, plots: list[str]) -> str:
             f"{_f(m['nsd_mean'])} | {_f(m['ms_per_image_median'], 1)} | "
             f"{_f(m['ms_per_image_p90'], 1)} | {m['peak_rss_mb']} |"
         )
+    for mode, m in summary["modes"].items():
+        if m.get("qc_flags"):
+            counts = ", ".join(f"{flag} {n}" for flag, n in m["qc_flags"].items())
+            lines += ["", f"QC flags ({mode} prompts; cases of {m['n_cases']}, see the "
+                          f"`qc_flags` column of `per_case.csv`): {counts}"]  # fmt: skip
     lines += ["", "## Per label", "", "| prompts | label | name | cases | Dice | IoU | NSD |"]
     lines.append("|---|---|---|---|---|---|---|")
     names = summary.get("label_names", {})

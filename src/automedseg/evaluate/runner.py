@@ -42,10 +42,11 @@ from automedseg.evaluate.report import write_report
 from automedseg.intensity import to_unit_range
 from automedseg.pipeline import segment_plane
 from automedseg.pipeline.propagate import Propagation, settings_of
+from automedseg.pipeline.qc import Assessment, DomainModel, assess
 from automedseg.prompt.base import Prompter
 from automedseg.prompt.oracle import FixedBoxes, oracle_boxes
 from automedseg.tasks import Models, load_models
-from automedseg.types import Boxes, Image
+from automedseg.types import Boxes, Image, Result
 
 WARMUP_PLANES = 2
 STAGES = ("prompter", "encoder", "decoder")
@@ -53,7 +54,7 @@ CSV_FIELDS = [
     "case_id", "mode", "label", "dice", "iou", "hd95_mm", "nsd", "dice_per_plane", "gt_voxels",
     "pred_voxels",
     "n_boxes", "n_planes", "det_tp", "det_fp", "det_fn", "ms_io", "ms_prompter", "ms_encoder",
-    "ms_decoder", "error",
+    "ms_decoder", "qc_flags", "domain_distance", "error",
 ]  # fmt: skip
 
 
@@ -226,7 +227,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     run = Evaluation(
         loaded.segmenter, loaded.prompter, modes, dataset.layout, channel, nsd_tolerance_mm,
-        label_choice, propagate, predictions,
+        label_choice, propagate, predictions, domain=loaded.domain,
     )  # fmt: skip
     rows: list[dict] = []
     interrupted = False
@@ -288,6 +289,8 @@ class Evaluation:
     """Folder of another tool's label maps, scored as mode "predictions"."""
     times: dict[str, PlaneTimes] = field(default_factory=dict)
     io_ms: list[float] = field(default_factory=list)
+    domain: DomainModel | None = None
+    """The task's input-domain model: automatic rows get the case's QC (``pipeline.qc``)."""
 
     def __post_init__(self) -> None:
         self.times = {mode: PlaneTimes() for mode in self.modes}
@@ -316,6 +319,7 @@ class Evaluation:
             except AutomedsegError as error:
                 rows.append(_error_row(case.case_id, mode, error))
                 continue
+            qc = self._qc(image, p) if mode == "auto" else None
             # Automatic modes also score classes found where there are none.
             found = set(finder.labels) if finder else set()
             if mode == "predictions":
@@ -348,10 +352,30 @@ class Evaluation:
                         "ms_prompter": round(p.ms["prompter"], 2),
                         "ms_encoder": round(p.ms["encoder"], 2),
                         "ms_decoder": round(p.ms["decoder"], 2),
+                        "qc_flags": "" if qc is None else " ".join(qc.flags),
+                        "domain_distance": "" if qc is None or qc.domain_distance is None
+                        else round(qc.domain_distance, 3),
                         "error": "",
                     }  # fmt: skip
                 )
         return rows
+
+    def _qc(self, image: Image, p: Prediction) -> Assessment:
+        """The case's QC flags and domain distance (no per-object stability: the evaluation
+        keeps no boxes); a 2D image where boxes were found is still encoded."""
+        result = Result(p.labels, Boxes.from_list([]))
+        encoded = image.spatial_dims == 2 and p.n_boxes > 0
+        return assess(image, result, self.predictor, self.domain, encoded)
+
+
+def _flag_counts(rows: list[dict]) -> dict[str, int]:
+    """QC flag → cases with it (each case once, however many label rows it has)."""
+    per_case = {r["case_id"]: r.get("qc_flags", "") for r in rows}
+    counts: dict[str, int] = {}
+    for flags in per_case.values():
+        for flag in str(flags).split():
+            counts[flag] = counts.get(flag, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def summarise(rows: list[dict], modes: list[str], times: dict, io_ms: list[float]) -> dict:
@@ -377,6 +401,7 @@ def summarise(rows: list[dict], modes: list[str], times: dict, io_ms: list[float
             ),
             "n_cases": len({r["case_id"] for r in good}),
             "n_failed": len(failed),
+            "qc_flags": _flag_counts(good),
             "ms_per_image_median": _median(_warm(total)),
             "ms_per_image_p90": _percentile(_warm(total), 90),
             "stages_ms_median": {

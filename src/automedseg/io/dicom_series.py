@@ -8,6 +8,9 @@ turned into the RAS+ NIfTI convention of ``types.Geometry`` by negating the firs
 from __future__ import annotations
 
 import os
+import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +23,14 @@ from automedseg.types import Geometry, Image
 
 if TYPE_CHECKING:
     import SimpleITK
+
+
+@contextmanager
+def warnings_off():
+    """pydicom's warnings about odd headers silenced (the caller decides what is wrong)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def sitk_affine(image: SimpleITK.Image) -> np.ndarray:
@@ -35,17 +46,46 @@ def sitk_affine(image: SimpleITK.Image) -> np.ndarray:
 
 def series_in(folder: Path) -> dict[str, list[str]]:
     """SeriesInstanceUID → its files in slice order, for the DICOM files directly in
-    ``folder`` (GDCM reads files with or without the 'DICM' preamble)."""
+    ``folder`` (GDCM reads files with or without the 'DICM' preamble). GDCM only sees the
+    files whose header pydicom reads, with a SeriesInstanceUID and no element longer than the
+    file (``_plausible``): given a 62-byte file claiming a 3 GB element, GDCM's scanner
+    allocated 3 GB (benchmarks/fuzz_readers.py)."""
     import SimpleITK as sitk
 
-    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    files = [f for f in sorted(folder.iterdir()) if f.is_file() and _plausible(f)]
+    if not files:
+        return {}
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)  # "No Series were found" → our message
+    with tempfile.TemporaryDirectory(prefix="automedseg-series-") as stage:
+        links = {}
+        for i, file in enumerate(files):
+            link = Path(stage) / f"{i:06d}.dcm"
+            link.symlink_to(file.resolve())
+            links[str(link)] = str(file)
+        try:
+            uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(stage))
+            return {uid: [links[f] for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(
+                stage, uid)] for uid in uids}  # fmt: skip
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def _plausible(file: Path) -> bool:
+    """Whether ``file``'s header (pixel data aside) reads with pydicom, names its series, and
+    declares no element longer than the file."""
+    import pydicom
+
+    size = file.stat().st_size
     try:
-        uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
-        return {uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
-                for uid in uids}  # fmt: skip
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
+        with warnings_off():
+            ds = pydicom.dcmread(file, stop_before_pixels=True, force=True)
+            if "SeriesInstanceUID" not in ds:
+                return False
+            lengths = [getattr(ds.get_item(tag), "length", 0) for tag in ds.keys()]
+    except Exception:  # noqa: BLE001 - any failure means "not a file of a series"
+        return False
+    return all(n == 0xFFFFFFFF or n <= size for n in lengths)
 
 
 def _series_files(folder: Path) -> list[str]:
