@@ -3,8 +3,8 @@
     python scripts/records_tables.py --out runs/results_records.md
 
 Reads the JSON records the benchmarks wrote into benchmarks/records (``speed_<task>/``,
-``batch_cohort.json``, ``serve_load.json``, ``domain_check.json``, ``fuzz_readers.json``) and
-writes one Markdown section per record that exists; ``make compare`` appends it to
+``batch_cohort.json``, ``cpu_scaling.json``, ``serve_load.json``, ``domain_check.json``,
+``fuzz_readers.json``) and writes one Markdown section per record that exists; ``make compare`` appends it to
 docs/results.md. Nothing here is typed in: every figure is read from a record.
 """
 
@@ -77,11 +77,25 @@ def cohort() -> list[str]:
         f"| outputs equal the uninterrupted run's (SHA-256 of {equal['files']} files) | "
         f"{equal['equal']} |",
         f"| throughput, {throughput['cases']} cases: 1 worker × 1 thread / 2 workers × 1 thread "
-        f"(median s) | {throughput['median_seconds']['1 worker x 1 thread']} / "
+        f"(median s; measured {throughput.get('date', record['date'])[:16]}) | {throughput['median_seconds']['1 worker x 1 thread']} / "
         f"{throughput['median_seconds']['2 workers x 1 thread']} |",
         f"| speed-up of 2 workers | {throughput['speed_up']}x ({throughput['note']}) |",
         "",
     ]
+    scaling = _load(RECORDS / "cpu_scaling.json")
+    if scaling is not None:
+        lines += [
+            "The machine's own ceiling for two one-thread jobs at once, `benchmarks/cpu_scaling.py` "
+            f"({scaling['date']}, {scaling['logical_cpus']} logical CPUs; medians of "
+            f"{scaling['repeats']}):",
+            "",
+            "| workload | one job alone s | each of two side by side s | throughput ratio |",
+            "|---|---|---|---|",
+        ]
+        for name, row in scaling["workloads"].items():
+            lines.append(f"| {name} | {row['alone_s']} | {row['side_by_side_s']} | "
+                         f"{row['throughput_ratio']}x |")  # fmt: skip
+        lines.append("")
     return lines
 
 
