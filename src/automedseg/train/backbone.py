@@ -412,7 +412,15 @@ def train_backbone(
                                 min_area_fraction=MIN_AREA_FRACTION)  # fmt: skip
     log(f"choosing the pixel and score thresholds, fallback and refinement on "
         f"{len(tune_planes)} tuning planes")  # fmt: skip
-    found = [candidates(prompter, segmenter, p) for p in tune_planes]
+    tuning = tune_planes
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        tuning = tqdm(tune_planes, desc="tuning planes", unit="plane", file=sys.stderr,
+                      leave=False)  # fmt: skip
+    found = [candidates(prompter, segmenter, p) for p in tuning]
     choice = choose_settings(found, labels)
     log(f"pixel threshold {choice.pixel_threshold}, score threshold {choice.score_threshold}, "
         f"fallback {choice.fallback}, refinement {choice.refinement}: tuning Dice "
