@@ -102,7 +102,8 @@ def main() -> None:
     for name, (chosen, flip) in variants.items():
         started = time.perf_counter()
         prompter = Averaged(chosen, flip)
-        found = {k: [candidates(prompter, segmenter, p) for p in v] for k, v in planes.items()}
+        found = {k: [candidates(prompter, segmenter, p, (0.5,))[0.5] for p in v]
+                 for k, v in planes.items()}  # fmt: skip
         options = [(float(t), f) for t in THRESHOLDS for f in (False, True)]
         tune = {o: float(np.mean([plane_dice(x, *o) for x in found["tune"]])) for o in options}
         best = max(options, key=lambda o: tune[o])

@@ -193,14 +193,12 @@ def candidates(
     return out
 
 
-def plane_dice(found: Candidates, settings: dict, threshold: float, labels: list[int],
-               fallback: bool = False) -> float:  # fmt: skip
-    """Mean Dice over ``labels`` of the plane's label map under these settings (``fallback``
-    as in ``prompt.components.boxes_from_probabilities``, before the agreement filter)."""
-    tight = settings["reprompt"]
-    boxes = found.tight_boxes if tight else found.boxes
-    masks = found.tight_masks if tight else found.masks
-    agree = found.tight_agreement if tight else found.agreement
+def kept(found: Candidates, settings: dict, threshold: float, labels: list[int],
+         fallback: bool = False) -> np.ndarray:  # fmt: skip
+    """Which of the plane's objects these settings keep (``fallback`` as in
+    ``prompt.components.boxes_from_probabilities``, before the agreement filter)."""
+    boxes = found.tight_boxes if settings["reprompt"] else found.boxes
+    agree = found.tight_agreement if settings["reprompt"] else found.agreement
     scores = np.asarray(boxes.scores, np.float32)
     passed = scores >= threshold
     if fallback:
@@ -208,11 +206,25 @@ def plane_dice(found: Candidates, settings: dict, threshold: float, labels: list
             mine = boxes.labels == label
             if mine.any() and not passed[mine].any():
                 passed[np.flatnonzero(mine)[np.argmax(scores[mine])]] = True
-    keep = passed & (agree >= settings["min_agreement"])
+    return passed & (agree >= settings["min_agreement"])
+
+
+def subset_dice(found: Candidates, reprompt: bool, keep: np.ndarray, labels: list[int]) -> float:
+    """Mean Dice over ``labels`` of the label map of the kept objects."""
+    boxes = found.tight_boxes if reprompt else found.boxes
+    masks = found.tight_masks if reprompt else found.masks
+    scores = np.asarray(boxes.scores, np.float32)
     chosen = Segmentation(masks[keep], Boxes(boxes.xyxy[keep], boxes.labels[keep],
                                              scores[keep]))  # fmt: skip
     label_map = chosen.label_map() if keep.any() else np.zeros(found.truth.shape, np.uint8)
     return float(np.mean([dice(label_map == v, found.truth == v) for v in labels]))
+
+
+def plane_dice(found: Candidates, settings: dict, threshold: float, labels: list[int],
+               fallback: bool = False) -> float:  # fmt: skip
+    """Mean Dice over ``labels`` of the plane's label map under these settings."""
+    keep = kept(found, settings, threshold, labels, fallback)
+    return subset_dice(found, settings["reprompt"], keep, labels)
 
 
 @dataclass
@@ -245,15 +257,26 @@ def choose_settings(all_found: list[dict[float, Candidates]], labels: list[int])
     everywhere = all(set(labels) <= {int(v) for v in np.unique(f[pixels[0]].truth)}
                      for f in all_found)  # fmt: skip
     table, best = {}, (-1.0, Choice(0.5, 0.5, False, {}, {}))
+    memo: dict[tuple, float] = {}  # most settings keep the same objects of a plane
+
+    def dice_of(index: int, pixel: float, settings: dict, threshold: float,
+                fallback: bool) -> float:  # fmt: skip
+        found = all_found[index][pixel]
+        keep = kept(found, settings, threshold, labels, fallback)
+        key = (index, pixel, settings["reprompt"], keep.tobytes())
+        if key not in memo:
+            memo[key] = subset_dice(found, settings["reprompt"], keep, labels)
+        return memo[key]
+
     for pixel in pixels:
         for reprompt in (False, True):
             for agreement in AGREEMENTS:
                 settings = {"reprompt": reprompt, "min_agreement": agreement}
                 for threshold in THRESHOLDS:
                     for fallback in (True, False) if everywhere else (False, True):
-                        score = float(np.mean([plane_dice(f[pixel], settings, float(threshold),
-                                                          labels, fallback)
-                                               for f in all_found]))  # fmt: skip
+                        score = float(np.mean([dice_of(i, pixel, settings, float(threshold),
+                                                       fallback)
+                                               for i in range(len(all_found))]))  # fmt: skip
                         table[_row(pixel, reprompt, agreement, threshold, fallback)] = score
                         if score > best[0] + 1e-9:
                             choice = Choice(pixel, float(threshold), fallback, settings, table)
