@@ -219,9 +219,13 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path
     assert np.abs(got - want).max() <= tolerance  # ONNX = torch with the delta
     assert np.abs(got - frozen).max() > 10 * tolerance  # and the delta is in it
     precision = report["openvino"]["precision"]
-    # polyp's backbone prompter stays float32: static-conv is not tried on it
-    assert [c["recipe"] for c in report["candidates"]] == [
-        "dynamic-matmul", "float32", "float32", f"openvino-{precision}", "openvino-int8-matmul",
+    # polyp's backbone prompter stays float32 on ONNX Runtime (static-conv is not tried on
+    # it); on OpenVINO the encoder, the decoder and the prompter each get an INT8 candidate
+    assert [(c["model"], c["recipe"]) for c in report["candidates"]] == [
+        ("encoder", "dynamic-matmul"), ("decoder", "float32"), ("prompter", "float32"),
+        ("encoder", f"openvino-{precision}"), ("encoder", "openvino-int8-matmul"),
+        ("decoder", "openvino-float16-weights"), ("decoder", "openvino-int8-matmul"),
+        ("prompter", "openvino-float16-weights"), ("prompter", "openvino-int8"),
     ]  # fmt: skip
     int8 = report["int8"]
     assert int8["recipes"]["encoder"] == "dynamic-matmul" and int8["truth_drop"] is None
@@ -236,7 +240,7 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path
     assert model_set.predictor.encoder.card["precision"] == "int8"
     openvino = load_model_set(tmp_path / "out", "openvino", sha)
     assert openvino.predictor.encoder.card["source"]["delta_sha256"] == delta_sha
-    assert saved["openvino"]["recipes"]["encoder"] in ("float32", "int8-matmul")
+    assert saved["openvino"]["recipes"]["encoder"] in ("float16-weights", "int8-matmul")
     openvino.predictor.set_image(np.random.default_rng(0).random((60, 80), np.float32))
     assert openvino.predictor.predict(np.array([[10, 10, 40, 40]])).shape == (1, 60, 80)
 

@@ -6,8 +6,8 @@ Reads top to bottom: planes (calibration + held out) → export float32 ONNX (pa
 encoder, then the mask decoder, then the prompter: each candidate ONNX Runtime recipe
 measured against the reference (``deploy.fidelity``), the fastest within the Dice budget kept
 → OUT/int8 → the float32 exports converted to OpenVINO (bfloat16 where the CPU has it), the
-encoder also with NNCF INT8 MatMuls (a backbone prompter with INT8 throughout), the fastest
-within budget kept → OUT/openvino, and the report OUT/quantization.json.
+encoder and decoder also with NNCF INT8 MatMuls (a backbone prompter with INT8 throughout), the
+fastest within budget kept → OUT/openvino, and the report OUT/quantization.json.
 
 Output layout (``runtime.model_set`` reads it)::
 
@@ -37,6 +37,7 @@ from automedseg.deploy.calibration import Planes, calibration_planes
 from automedseg.deploy.fidelity import Fidelity, Runtime, measure, reference_outputs
 from automedseg.deploy.quantize import Recipe, quantize_model
 from automedseg.errors import AutomedsegError, WeightsError
+from automedseg.pipeline import segment_plane
 from automedseg.prompt.backbone_space import views
 from automedseg.runtime.onnx import (
     BACKBONE,
@@ -254,18 +255,17 @@ def _openvino_set(
     out: Path, float32: dict[str, Path], feeds: dict, planes: Planes, reference: list,
     budget: float, threads: int,
 ) -> tuple[dict[str, Any], list[dict]]:  # fmt: skip
-    """OUT/openvino/: the float32 exports converted to OpenVINO IR (the prompter's weights
-    stored as float16), run in bfloat16 where the CPU has it; the encoder also tried with NNCF
-    INT8 MatMuls, then a backbone prompter with NNCF INT8 throughout; the fastest set within
-    the budget is kept. Returns the report's
-    ``openvino`` part and the candidates tried."""
+    """OUT/openvino/: the float32 exports converted to OpenVINO IR (weights that stay in
+    floating point stored as float16: half the disk), run in bfloat16 where the CPU has it;
+    the encoder also tried with NNCF INT8 MatMuls, then the decoder likewise, then a backbone
+    prompter with NNCF INT8 throughout; each time the fastest within the budget is kept.
+    Returns the report's ``openvino`` part and the candidates tried."""
     from automedseg.deploy import openvino
 
     precision = inference_precision("auto")
     _say(f"OpenVINO: converting the float32 exports (inference precision {precision})")
     stems = {m: out / "candidates" / f"{FILES[m]}-openvino" for m in FILES}
-    chosen = {m: openvino.convert(float32[m], stems[m], half_weights=m == "prompter")
-              for m in FILES}  # fmt: skip
+    chosen = {m: openvino.convert(float32[m], stems[m], half_weights=True) for m in FILES}
     truth = planes.held_out_truth
     current = measure(_openvino_runtime(chosen, threads), planes.held_out, reference, truth)
     _say(f"openvino {precision}: {_line(current)}")
@@ -284,6 +284,21 @@ def _openvino_set(
     chosen["encoder"], current = best.card, best.fidelity
     _say(f"openvino encoder: keeping {best.recipe.name}")
     tried = [float_encoder, int8_encoder]
+    float_decoder = Candidate("decoder", Recipe("openvino-float16-weights", False, ()),
+                              chosen["decoder"], current, _model_mb(chosen["decoder"]))  # fmt: skip
+    int8_card = openvino.quantize_matmuls(
+        chosen["decoder"], out / "candidates" / "mask_decoder-openvino-int8-matmul",
+        _decoder_feeds(float32, planes.calibration[:16], threads),
+    )  # fmt: skip
+    trial = {**chosen, "decoder": int8_card}
+    fidelity = measure(_openvino_runtime(trial, threads), planes.held_out, reference, truth)
+    int8_decoder = Candidate("decoder", Recipe("openvino-int8-matmul", True, ("MatMul",)),
+                             int8_card, fidelity, _model_mb(int8_card))  # fmt: skip
+    _say(f"openvino decoder int8-matmul: {_line(fidelity)}")
+    best = _choose([float_decoder, int8_decoder], budget)
+    chosen["decoder"], current = best.card, best.fidelity
+    _say(f"openvino decoder: keeping {best.recipe.name}")
+    tried += [float_decoder, int8_decoder]
     if read_card(chosen["prompter"])["model"] == BACKBONE:  # a CNN on the image: INT8 throughout
         recipe = Recipe("openvino-float16-weights", False, ())
         float_prompter = Candidate("prompter", recipe, chosen["prompter"], current,
@@ -319,6 +334,34 @@ def _openvino_set(
     _say(f"openvino set: {_line(current)}; {part['mb']} MB; within budget: "
          f"{part['within_budget']}")  # fmt: skip
     return part, rows
+
+
+@dataclass
+class _Recorded:
+    """A model that keeps the inputs of every ``run`` (the decoder's calibration inputs)."""
+
+    model: Any
+    feeds: list[dict[str, np.ndarray]]
+
+    def run(self, **feed: np.ndarray) -> list[np.ndarray]:
+        self.feeds.append({k: np.array(v) for k, v in feed.items()})
+        return self.model.run(**feed)
+
+
+def _decoder_feeds(float32: dict[str, Path], planes: list[np.ndarray],
+                   threads: int) -> list[dict[str, np.ndarray]]:  # fmt: skip
+    """The mask decoder's inputs (embedding, boxes) when the float32 exports segment
+    ``planes`` with their own prompter's boxes; a plane where it finds nothing is prompted
+    with the box of its central half."""
+    runtime = _runtime(float32, threads)
+    recorded = _Recorded(runtime.segmenter.decoder, [])
+    segmenter = OnnxLiteMedSAMPredictor(runtime.segmenter.encoder, recorded)
+    for plane in planes:
+        if not len(segment_plane(plane, runtime.prompter, segmenter).boxes):
+            h, w = plane.shape[:2]
+            segmenter.set_image(plane)
+            segmenter.predict(np.array([[w / 4, h / 4, 3 * w / 4, 3 * h / 4]], np.float32))
+    return recorded.feeds
 
 
 def _backbone_feeds(card_file: Path, planes: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
