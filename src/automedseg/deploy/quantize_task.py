@@ -257,9 +257,9 @@ def _openvino_set(
 ) -> tuple[dict[str, Any], list[dict]]:  # fmt: skip
     """OUT/openvino/: the float32 exports converted to OpenVINO IR (weights that stay in
     floating point stored as float16: half the disk), run in bfloat16 where the CPU has it;
-    the encoder also tried with NNCF INT8 MatMuls, then the decoder likewise, then a backbone
-    prompter with NNCF INT8 throughout; each time the fastest within the budget is kept.
-    Returns the report's ``openvino`` part and the candidates tried."""
+    the encoder also tried with NNCF INT8 MatMuls, then a backbone prompter with NNCF INT8
+    throughout (speed first), then the decoder's MatMuls (size); each time the fastest within
+    the budget is kept. Returns the report's ``openvino`` part and the candidates tried."""
     from automedseg.deploy import openvino
 
     precision = inference_precision("auto")
@@ -269,53 +269,37 @@ def _openvino_set(
     truth = planes.held_out_truth
     current = measure(_openvino_runtime(chosen, threads), planes.held_out, reference, truth)
     _say(f"openvino {precision}: {_line(current)}")
-    float_encoder = Candidate("encoder", Recipe(f"openvino-{precision}", False, ()),
-                              chosen["encoder"], current, _model_mb(chosen["encoder"]))  # fmt: skip
-    calibration = feeds["encoder"][:16]
-    int8_card = openvino.quantize_matmuls(
-        chosen["encoder"], out / "candidates" / "image_encoder-openvino-int8-matmul", calibration
-    )
-    trial = {**chosen, "encoder": int8_card}
-    fidelity = measure(_openvino_runtime(trial, threads), planes.held_out, reference, truth)
-    int8_encoder = Candidate("encoder", Recipe("openvino-int8-matmul", True, ("MatMul",)),
-                             int8_card, fidelity, _model_mb(int8_card))  # fmt: skip
-    _say(f"openvino encoder int8-matmul: {_line(fidelity)}")
-    best = _choose([float_encoder, int8_encoder], budget)
-    chosen["encoder"], current = best.card, best.fidelity
-    _say(f"openvino encoder: keeping {best.recipe.name}")
-    tried = [float_encoder, int8_encoder]
-    float_decoder = Candidate("decoder", Recipe("openvino-float16-weights", False, ()),
-                              chosen["decoder"], current, _model_mb(chosen["decoder"]))  # fmt: skip
-    int8_card = openvino.quantize_matmuls(
-        chosen["decoder"], out / "candidates" / "mask_decoder-openvino-int8-matmul",
-        _decoder_feeds(float32, planes.calibration[:16], threads),
-    )  # fmt: skip
-    trial = {**chosen, "decoder": int8_card}
-    fidelity = measure(_openvino_runtime(trial, threads), planes.held_out, reference, truth)
-    int8_decoder = Candidate("decoder", Recipe("openvino-int8-matmul", True, ("MatMul",)),
-                             int8_card, fidelity, _model_mb(int8_card))  # fmt: skip
-    _say(f"openvino decoder int8-matmul: {_line(fidelity)}")
-    best = _choose([float_decoder, int8_decoder], budget)
-    chosen["decoder"], current = best.card, best.fidelity
-    _say(f"openvino decoder: keeping {best.recipe.name}")
-    tried += [float_decoder, int8_decoder]
-    if read_card(chosen["prompter"])["model"] == BACKBONE:  # a CNN on the image: INT8 throughout
-        recipe = Recipe("openvino-float16-weights", False, ())
-        float_prompter = Candidate("prompter", recipe, chosen["prompter"], current,
-                                   _model_mb(chosen["prompter"]))  # fmt: skip
-        int8_card = openvino.quantize_all(
-            chosen["prompter"], out / "candidates" / "prompter-openvino-int8",
-            _backbone_feeds(chosen["prompter"], planes.calibration[:16]),
-        )  # fmt: skip
-        trial = {**chosen, "prompter": int8_card}
+    tried: list[Candidate] = []
+
+    def keep_better(model: str, float_recipe: str, int8_card: Path, int8_recipe: Recipe) -> None:
+        """Measure the set with ``model`` swapped for its INT8 version; keep the better."""
+        nonlocal current
+        unchanged = Candidate(model, Recipe(float_recipe, False, ()), chosen[model], current,
+                              _model_mb(chosen[model]))  # fmt: skip
+        trial = {**chosen, model: int8_card}
         fidelity = measure(_openvino_runtime(trial, threads), planes.held_out, reference, truth)
-        int8_prompter = Candidate("prompter", Recipe("openvino-int8", True, ("Conv", "MatMul")),
-                                  int8_card, fidelity, _model_mb(int8_card))  # fmt: skip
-        _say(f"openvino prompter int8: {_line(fidelity)}")
-        best = _choose([float_prompter, int8_prompter], budget)
-        chosen["prompter"], current = best.card, best.fidelity
-        _say(f"openvino prompter: keeping {best.recipe.name}")
-        tried += [float_prompter, int8_prompter]
+        _say(f"openvino {model} {int8_recipe.name}: {_line(fidelity)}")
+        options = [unchanged, Candidate(model, int8_recipe, int8_card, fidelity,
+                                        _model_mb(int8_card))]  # fmt: skip
+        best = _choose(options, budget)
+        chosen[model], current = best.card, best.fidelity
+        _say(f"openvino {model}: keeping {best.recipe.name}")
+        tried.extend(options)
+
+    matmuls = Recipe("openvino-int8-matmul", True, ("MatMul",))
+    stem = out / "candidates"
+    keep_better("encoder", f"openvino-{precision}", openvino.quantize_matmuls(
+        chosen["encoder"], stem / "image_encoder-openvino-int8-matmul", feeds["encoder"][:16],
+    ), matmuls)  # fmt: skip
+    if read_card(chosen["prompter"])["model"] == BACKBONE:  # a CNN on the image: INT8 throughout
+        keep_better("prompter", "openvino-float16-weights", openvino.quantize_all(
+            chosen["prompter"], stem / "prompter-openvino-int8",
+            _backbone_feeds(chosen["prompter"], planes.calibration[:16]),
+        ), Recipe("openvino-int8", True, ("Conv", "MatMul")))  # fmt: skip
+    keep_better("decoder", "openvino-float16-weights", openvino.quantize_matmuls(
+        chosen["decoder"], stem / "mask_decoder-openvino-int8-matmul",
+        _decoder_feeds(float32, planes.calibration[:16], threads),
+    ), matmuls)  # fmt: skip
     final_dir = out / "openvino"
     for model_name, card_file in chosen.items():
         _copy_ir(card_file, final_dir / FILES[model_name])
