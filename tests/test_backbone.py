@@ -276,8 +276,12 @@ def test_the_onnx_and_openvino_backbone_prompters_match_pytorch(tmp_path):
         tmp_path / "ov" / "prompter.bin").stat().st_size  # fmt: skip
     model = load_openvino_model(half, BACKBONE, threads=1, precision="f32")
     np.testing.assert_allclose(prompter_of(model).maps(image).probabilities, want, atol=1e-2)
-    from automedseg.deploy.openvino import quantize_all
+    from automedseg.deploy.openvino import in_float32, quantize_all
     from automedseg.deploy.quantize_task import _backbone_feeds
+
+    f32 = load_openvino_model(in_float32(half, tmp_path / "f32" / "prompter"), BACKBONE)
+    assert f32.precision == "f32"  # the card's choice, whatever the CPU has
+    np.testing.assert_allclose(prompter_of(f32).maps(image).probabilities, want, atol=1e-2)
 
     planes = [np.random.default_rng(i).random((70, 90, 3), np.float32) for i in range(3)]
     feeds = _backbone_feeds(card, planes)

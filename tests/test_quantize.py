@@ -224,8 +224,10 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path
     assert [(c["model"], c["recipe"]) for c in report["candidates"]] == [
         ("encoder", "dynamic-matmul"), ("decoder", "float32"), ("prompter", "float32"),
         ("encoder", f"openvino-{precision}"), ("encoder", "openvino-int8-matmul"),
+        *([("encoder", "openvino-f32")] if precision == "bf16" else []),
         ("prompter", "openvino-float16-weights"), ("prompter", "openvino-int8"),
         ("decoder", "openvino-float16-weights"), ("decoder", "openvino-int8-matmul"),
+        *([("decoder", "openvino-f32")] if precision == "bf16" else []),
     ]  # fmt: skip
     int8 = report["int8"]
     assert int8["recipes"]["encoder"] == "dynamic-matmul" and int8["truth_drop"] is None

@@ -84,6 +84,17 @@ def quantize_all(
     return save_ir(quantized, card, out_stem, recipe, half_weights=True)
 
 
+def in_float32(source_card: str | Path, out_stem: str | Path) -> Path:
+    """A copy of the IR of ``source_card`` whose card asks to compute it in float32 even where
+    the CPU has bfloat16; returns the new card."""
+    import openvino as ov
+
+    card = read_card(source_card)
+    xml = Path(card["_path"]).parent / card["weights_file"]
+    recipe = {"recipe": card.get("recipe", "float32"), "inference_precision": "f32"}
+    return save_ir(ov.Core().read_model(xml), card, out_stem, recipe, half_weights=True)
+
+
 def save_ir(model: Any, source: dict, out_stem: str | Path, recipe: dict,
             half_weights: bool = False) -> Path:  # fmt: skip
     """Write ``model`` (an ``openvino.Model``) and its card; ``source`` is the card of what it

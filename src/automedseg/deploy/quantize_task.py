@@ -257,9 +257,10 @@ def _openvino_set(
 ) -> tuple[dict[str, Any], list[dict]]:  # fmt: skip
     """OUT/openvino/: the float32 exports converted to OpenVINO IR (weights that stay in
     floating point stored as float16: half the disk), run in bfloat16 where the CPU has it;
-    the encoder also tried with NNCF INT8 MatMuls, then a backbone prompter with NNCF INT8
-    throughout (speed first), then the decoder's MatMuls (size); each time the fastest within
-    the budget is kept. Returns the report's ``openvino`` part and the candidates tried."""
+    the encoder also tried with NNCF INT8 MatMuls and in float32, then a backbone prompter
+    with NNCF INT8 throughout (speed first), then the decoder with INT8 MatMuls (size) and in
+    float32; each time the fastest within the budget is kept. Returns the report's
+    ``openvino`` part and the candidates tried."""
     from automedseg.deploy import openvino
 
     precision = inference_precision("auto")
@@ -271,16 +272,17 @@ def _openvino_set(
     _say(f"openvino {precision}: {_line(current)}")
     tried: list[Candidate] = []
 
-    def keep_better(model: str, float_recipe: str, int8_card: Path, int8_recipe: Recipe) -> None:
-        """Measure the set with ``model`` swapped for its INT8 version; keep the better."""
+    def keep_best(model: str, float_recipe: str, others: list[tuple[Path, Recipe]]) -> None:
+        """Measure the set with ``model`` swapped for each of ``others``; keep the best."""
         nonlocal current
-        unchanged = Candidate(model, Recipe(float_recipe, False, ()), chosen[model], current,
-                              _model_mb(chosen[model]))  # fmt: skip
-        trial = {**chosen, model: int8_card}
-        fidelity = measure(_openvino_runtime(trial, threads), planes.held_out, reference, truth)
-        _say(f"openvino {model} {int8_recipe.name}: {_line(fidelity)}")
-        options = [unchanged, Candidate(model, int8_recipe, int8_card, fidelity,
-                                        _model_mb(int8_card))]  # fmt: skip
+        options = [Candidate(model, Recipe(float_recipe, False, ()), chosen[model], current,
+                             _model_mb(chosen[model]))]  # fmt: skip
+        for card, recipe in others:
+            trial = {**chosen, model: card}
+            fidelity = measure(_openvino_runtime(trial, threads), planes.held_out, reference,
+                               truth)  # fmt: skip
+            _say(f"openvino {model} {recipe.name}: {_line(fidelity)}")
+            options.append(Candidate(model, recipe, card, fidelity, _model_mb(card)))
         best = _choose(options, budget)
         chosen[model], current = best.card, best.fidelity
         _say(f"openvino {model}: keeping {best.recipe.name}")
@@ -288,18 +290,26 @@ def _openvino_set(
 
     matmuls = Recipe("openvino-int8-matmul", True, ("MatMul",))
     stem = out / "candidates"
-    keep_better("encoder", f"openvino-{precision}", openvino.quantize_matmuls(
-        chosen["encoder"], stem / "image_encoder-openvino-int8-matmul", feeds["encoder"][:16],
-    ), matmuls)  # fmt: skip
+    int8_encoder = openvino.quantize_matmuls(
+        chosen["encoder"], stem / "image_encoder-openvino-int8-matmul", feeds["encoder"][:16])
+    encoders = [(int8_encoder, matmuls)]
+    if precision == "bf16":  # thin structures can fall outside the budget in bfloat16
+        f32_encoder = openvino.in_float32(chosen["encoder"], stem / "image_encoder-openvino-f32")
+        encoders.append((f32_encoder, Recipe("openvino-f32", False, ())))
+    keep_best("encoder", f"openvino-{precision}", encoders)
     if read_card(chosen["prompter"])["model"] == BACKBONE:  # a CNN on the image: INT8 throughout
-        keep_better("prompter", "openvino-float16-weights", openvino.quantize_all(
+        keep_best("prompter", "openvino-float16-weights", [(openvino.quantize_all(
             chosen["prompter"], stem / "prompter-openvino-int8",
             _backbone_feeds(chosen["prompter"], planes.calibration[:16]),
-        ), Recipe("openvino-int8", True, ("Conv", "MatMul")))  # fmt: skip
-    keep_better("decoder", "openvino-float16-weights", openvino.quantize_matmuls(
+        ), Recipe("openvino-int8", True, ("Conv", "MatMul")))])  # fmt: skip
+    decoders = [(openvino.quantize_matmuls(
         chosen["decoder"], stem / "mask_decoder-openvino-int8-matmul",
         _decoder_feeds(float32, planes.calibration[:16], threads),
-    ), matmuls)  # fmt: skip
+    ), matmuls)]  # fmt: skip
+    if precision == "bf16":
+        f32_decoder = openvino.in_float32(chosen["decoder"], stem / "mask_decoder-openvino-f32")
+        decoders.append((f32_decoder, Recipe("openvino-f32", False, ())))
+    keep_best("decoder", "openvino-float16-weights", decoders)
     final_dir = out / "openvino"
     for model_name, card_file in chosen.items():
         _copy_ir(card_file, final_dir / FILES[model_name])

@@ -7,7 +7,9 @@ automedseg version that wrote it. ``load_openvino_model`` checks all of that, th
 the model for the CPU with
 
 * ``INFERENCE_PRECISION_HINT`` bf16 when the CPU has native bfloat16 (AVX-512 BF16 or AMX,
-  read from OpenVINO's ``OPTIMIZATION_CAPABILITIES`` at run time), f32 elsewhere — or as asked;
+  read from OpenVINO's ``OPTIMIZATION_CAPABILITIES`` at run time), f32 elsewhere — or as asked,
+  or f32 where the card says ``"inference_precision": "f32"`` (``automedseg quantize`` found
+  bfloat16 outside the Dice budget for that model);
 * ``INFERENCE_NUM_THREADS`` = ``threads``, one stream, the latency hint;
 * no CPU pinning (``ENABLE_CPU_PINNING`` off): OpenVINO would bind the threads of every
   process to the first cores, so two one-thread batch workers would share one core
@@ -153,6 +155,8 @@ def load_openvino_model(
                 "damaged, or belongs to another card",
                 file,
             )
+    if precision == "auto" and card.get("inference_precision") == "f32":
+        precision = "f32"  # quantize measured bfloat16 outside the Dice budget for this model
     chosen = inference_precision(precision)
     config = {
         "INFERENCE_PRECISION_HINT": chosen,
