@@ -205,16 +205,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     families = FAMILIES if args.family == "all" else (args.family,)
-    record = {"families": {}}
-    if args.out and args.out.exists():  # families run in earlier sessions are kept
-        record = json.loads(args.out.read_text())
+    record: dict = {"families": {}}
     for family in families:
         result = fuzz_one(family, args.seconds, args.work)
         result["date"] = datetime.now(UTC).isoformat(timespec="seconds")
-        record["families"][family] = result
         print(family, result, file=sys.stderr)
-        if args.out:  # written after each family, so a stopped campaign keeps what it ran
+        if args.out:  # read again and written after each family: other families (earlier
+            # sessions, a campaign running beside this one) are kept
+            if args.out.exists():
+                record = json.loads(args.out.read_text())
             args.out.parent.mkdir(parents=True, exist_ok=True)
+        record["families"][family] = result
+        if args.out:
             args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 
