@@ -77,7 +77,8 @@ def test_unknown_task_and_both_task_and_card_are_clear_errors(tmp_path):
 def test_a_copied_card_runs_with_the_delta_it_was_trained_with(tmp_path):
     shipped = get_task("hippocampus")
     for path in shipped.prompter.parent.iterdir():
-        shutil.copy(path, tmp_path / path.name)
+        if path.is_file():  # the card, weights and delta; not the OpenVINO set's folder
+            shutil.copy(path, tmp_path / path.name)
     task = task_of_card(tmp_path / "prompter.json")
     assert task.delta == tmp_path / "segmenter.json"
     assert task_of_card(shipped.prompter) == shipped
@@ -133,7 +134,8 @@ def test_train_propagation_chooses_on_the_embedding_of_the_tasks_adapter_delta(t
 
     shipped = get_task("hippocampus")
     for path in shipped.prompter.parent.iterdir():
-        shutil.copy(path, tmp_path / path.name)
+        if path.is_file():  # the card, weights and delta; not the OpenVINO set's folder
+            shutil.copy(path, tmp_path / path.name)
     data = tmp_path / "data"
     for folder in ("imagesTr", "labelsTr"):  # 6 middle slices of the example: seconds
         source = nib.load(EXAMPLES / "msd_hippocampus" / folder / "hippocampus_001.nii.gz")

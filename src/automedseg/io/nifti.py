@@ -55,9 +55,9 @@ def _check_data_size(path: Path, header) -> None:
         held = path.stat().st_size
     if held < needed:
         raise InputError(
-            f"the header describes {'x'.join(map(str, shape))} voxels of "
-            f"{header.get_data_dtype()} ({needed / 1e6:.1f} MB) but the file holds "
-            f"{held / 1e6:.1f} MB: truncated or corrupt", path)  # fmt: skip
+            f"not a whole NIfTI file: its header describes {'x'.join(map(str, shape))} "
+            f"voxels of {header.get_data_dtype()} ({needed:,} bytes with the header) but the "
+            f"file holds {held:,} bytes: truncated or corrupt", path)  # fmt: skip
 
 
 def read_nifti(path: str | os.PathLike[str]) -> Image:
