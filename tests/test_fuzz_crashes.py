@@ -73,3 +73,16 @@ def test_a_series_file_claiming_a_3_gb_element_never_reaches_gdcm(tmp_path):
     said, peak_mb = _peak_mb_reading(tmp_path / "case")
     assert said.startswith("clear error:") and "no DICOM series" in said
     assert peak_mb < 500
+
+
+@pytest.mark.parametrize("name", ["card-weights-file-name-too-long.json", None])
+def test_a_card_whose_weights_file_is_not_a_plain_name_is_a_weights_error(tmp_path, name):
+    """The fuzzer's card names a 400-character weights file (the file system refused it with
+    OSError); a card may not name a file outside its folder either."""
+    card = tmp_path / "prompter.json"
+    if name:
+        shutil.copy(CRASHES / name, card)
+    else:
+        card.write_text('{"kind": "head", "weights_file": "../../etc/passwd", "sha256": "0"}')
+    with pytest.raises(AutomedsegError, match="weights_file must be a file name beside the card"):
+        load_prompter(card)

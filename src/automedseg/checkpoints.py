@@ -70,6 +70,12 @@ def read_card(card_path: str | Path) -> dict[str, Any]:
         raise WeightsError(f"model card is not readable JSON ({error})", card_path) from None
     if not isinstance(card, dict) or "weights_file" not in card or "sha256" not in card:
         raise WeightsError("not an automedseg model card (no weights_file/sha256)", card_path)
+    for key in ("weights_file", "bin_file"):
+        name = card.get(key, "w")
+        if not (isinstance(name, str) and name and Path(name).name == name
+                and len(name.encode()) <= 255 and "\x00" not in name):  # fmt: skip
+            raise WeightsError(f"the card's {key} must be a file name beside the card, not "
+                               f"{str(name)[:60]!r}", card_path)  # fmt: skip
     card["_path"] = str(card_path)
     return card
 
