@@ -4,8 +4,9 @@
 
 Reads the JSON records the benchmarks wrote into benchmarks/records (``speed_<task>/``,
 ``batch_cohort.json``, ``cpu_scaling.json``, ``serve_load.json``, ``domain_check.json``,
-``fuzz_readers.json``) and writes one Markdown section per record that exists; ``make compare`` appends it to
-docs/results.md. Nothing here is typed in: every figure is read from a record.
+``fuzz_readers.json``) and writes one Markdown section per record that exists; ``make
+compare`` appends it to docs/results.md. Nothing here is typed in: every figure is read
+from a record.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def cohort() -> list[str]:
         f"| outputs equal the uninterrupted run's (SHA-256 of {equal['files']} files) | "
         f"{equal['equal']} |",
         f"| throughput, {throughput['cases']} cases: 1 worker × 1 thread / 2 workers × 1 thread "
-        f"(median s; measured {throughput.get('date', record['date'])[:16]}) | {throughput['median_seconds']['1 worker x 1 thread']} / "
+        f"(median s; measured {throughput.get('date', record['date'])[:16]}) | "
+        f"{throughput['median_seconds']['1 worker x 1 thread']} / "
         f"{throughput['median_seconds']['2 workers x 1 thread']} |",
         f"| speed-up of 2 workers | {throughput['speed_up']}x ({throughput['note']}) |",
         "",
@@ -85,8 +87,9 @@ def cohort() -> list[str]:
     scaling = _load(RECORDS / "cpu_scaling.json")
     if scaling is not None:
         lines += [
-            "The machine's own ceiling for two one-thread jobs at once, `benchmarks/cpu_scaling.py` "
-            f"({scaling['date']}, {scaling['logical_cpus']} logical CPUs; medians of "
+            "The machine's own ceiling for two one-thread jobs at once, "
+            f"`benchmarks/cpu_scaling.py` ({scaling['date']}, {scaling['logical_cpus']} logical "
+            "CPUs; medians of "
             f"{scaling['repeats']}):",
             "",
             "| workload | one job alone s | each of two side by side s | throughput ratio |",
@@ -164,7 +167,7 @@ def fuzz() -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for family, row in record["families"].items():
-        errors = "; ".join(row["exceptions"]) or "–"
+        errors = "; ".join(e if len(e) < 100 else e[:97] + "…" for e in row["exceptions"]) or "–"
         date = row.get("date", record.get("date", "?"))[:10]
         lines.append(f"| {family} | {date} | {row['seconds']} | {row['executions']} | "
                      f"{len(row['crashes'])} | {errors} |")  # fmt: skip
