@@ -264,17 +264,23 @@ def test_nothing_found_writes_no_seg(tmp_path):
     assert sorted(p.name for p in written) == ["ct.json", "ct_overlay.png", "ct_seg.nii.gz"]
 
 
-def test_a_tasks_label_names_name_the_dicom_seg_segments(tmp_path, box_filler):
-    """Automatic prompts: the segments carry the task's label names (task.json), not
-    "label 1"."""
+def segment_for_liver_task(tmp_path: Path, box_filler) -> list:
+    """A CT series segmented (one fixed box) for a task whose label 1 is "liver" with its
+    SNOMED codes; the SEG is tmp_path/out/ct_seg.dcm."""
     folder = ct_series(tmp_path / "ct")
     finder = FixedBoxes(Boxes.from_list([(2, 1, 5, 3)]))
     liver = {"category": ["91723000", "SCT", "Anatomical Structure"],
              "type": ["10200004", "SCT", "Liver"]}  # fmt: skip
     task = Task("liver", None, about={"labels": {"1": "liver"}, "codes": {"1": liver}})
     models = Models(finder, box_filler.segmenter, "torch", task)
-    outcomes = segment_files([folder], tmp_path / "out", propagate=False, progress=False,
-                             models=models)  # fmt: skip
+    return segment_files([folder], tmp_path / "out", propagate=False, progress=False,
+                         models=models)  # fmt: skip
+
+
+def test_a_tasks_label_names_name_the_dicom_seg_segments(tmp_path, box_filler):
+    """Automatic prompts: the segments carry the task's label names (task.json), not
+    "label 1"."""
+    outcomes = segment_for_liver_task(tmp_path, box_filler)
     assert [o.error for o in outcomes] == [None]
     seg = pydicom.dcmread(tmp_path / "out" / "ct_seg.dcm")
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["liver"]
@@ -296,13 +302,7 @@ def test_the_dicom_seg_validates_with_dciodvfy(tmp_path, box_filler):
         if os.environ.get("AUTOMEDSEG_REQUIRE_DCIODVFY"):
             pytest.fail("dciodvfy is required here (apt-get install dicom3tools)")
         pytest.skip("dciodvfy not installed (apt-get install dicom3tools)")
-    folder = ct_series(tmp_path / "ct")
-    finder = FixedBoxes(Boxes.from_list([(2, 1, 5, 3)]))
-    liver = {"category": ["91723000", "SCT", "Anatomical Structure"],
-             "type": ["10200004", "SCT", "Liver"]}  # fmt: skip
-    task = Task("liver", None, about={"labels": {"1": "liver"}, "codes": {"1": liver}})
-    models = Models(finder, box_filler.segmenter, "torch", task)
-    segment_files([folder], tmp_path / "out", propagate=False, progress=False, models=models)
+    segment_for_liver_task(tmp_path, box_filler)
     done = subprocess.run(["dciodvfy", str(tmp_path / "out" / "ct_seg.dcm")],
                           capture_output=True, text=True)  # fmt: skip
     report = done.stdout + done.stderr
