@@ -14,6 +14,7 @@ import platform
 import resource
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -371,10 +372,7 @@ class Evaluation:
 def _flag_counts(rows: list[dict]) -> dict[str, int]:
     """QC flag → cases with it (each case once, however many label rows it has)."""
     per_case = {r["case_id"]: r.get("qc_flags", "") for r in rows}
-    counts: dict[str, int] = {}
-    for flags in per_case.values():
-        for flag in str(flags).split():
-            counts[flag] = counts.get(flag, 0) + 1
+    counts = Counter(flag for flags in per_case.values() for flag in str(flags).split())
     return dict(sorted(counts.items()))
 
 
