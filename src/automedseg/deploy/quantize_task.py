@@ -56,6 +56,9 @@ from automedseg.tasks import load_models, resolve_task
 REPORT = "quantization.json"
 FILES = {"encoder": "image_encoder", "decoder": "mask_decoder", "prompter": "prompter"}
 FLOAT32 = Recipe("float32", static=False, op_types=())
+MATMULS = Recipe("openvino-int8-matmul", True, ("MatMul",))
+AS_CONVERTED = Recipe("openvino-float16-weights", False, ())
+"""An OpenVINO model as converted: float16 weights, computed in bfloat16 where the CPU can."""
 """Not a quantization: the candidate that keeps a model in float32."""
 RECIPES: dict[str, tuple[Recipe, ...]] = {
     # Measured on Kvasir-SEG (runs/exp/quant.log, embedding cosine to float32): dynamic INT8
@@ -256,11 +259,12 @@ def _openvino_set(
     budget: float, threads: int,
 ) -> tuple[dict[str, Any], list[dict]]:  # fmt: skip
     """OUT/openvino/: the float32 exports converted to OpenVINO IR (weights that stay in
-    floating point stored as float16: half the disk), run in bfloat16 where the CPU has it;
-    the encoder also tried with NNCF INT8 MatMuls and in float32, then a backbone prompter
-    with NNCF INT8 throughout (speed first), then the decoder with INT8 MatMuls (size) and in
-    float32; each time the fastest within the budget is kept. Returns the report's
-    ``openvino`` part and the candidates tried."""
+    floating point stored as float16: half the disk), run in bfloat16 where the CPU has it.
+    The encoder is also tried with INT8 weights, in float32 (with and without INT8 weights)
+    and with NNCF INT8 MatMuls; then a backbone prompter with NNCF INT8 throughout; then the
+    decoder with the same variants; each time the fastest within the budget (the smallest of
+    those as fast) is kept, and the encoder is chosen again if the decoder changed. Returns
+    the report's ``openvino`` part and the candidates tried."""
     from automedseg.deploy import openvino
 
     precision = inference_precision("auto")
@@ -271,13 +275,17 @@ def _openvino_set(
     current = measure(_openvino_runtime(chosen, threads), planes.held_out, reference, truth)
     _say(f"openvino {precision}: {_line(current)}")
     tried: list[Candidate] = []
+    recipes: dict[Path, Recipe] = {}
 
-    def keep_best(model: str, float_recipe: str, others: list[tuple[Path, Recipe]]) -> None:
+    def keep_best(model: str, others: list[tuple[Path, Recipe]]) -> None:
         """Measure the set with ``model`` swapped for each of ``others``; keep the best."""
         nonlocal current
-        options = [Candidate(model, Recipe(float_recipe, False, ()), chosen[model], current,
-                             _model_mb(chosen[model]))]  # fmt: skip
+        first = recipes.get(chosen[model], AS_CONVERTED)
+        options = [Candidate(model, first, chosen[model], current, _model_mb(chosen[model]))]
+        recipes.update(others)
         for card, recipe in others:
+            if card == chosen[model]:
+                continue
             trial = {**chosen, model: card}
             fidelity = measure(_openvino_runtime(trial, threads), planes.held_out, reference,
                                truth)  # fmt: skip
@@ -288,28 +296,27 @@ def _openvino_set(
         _say(f"openvino {model}: keeping {best.recipe.name}")
         tried.extend(options)
 
-    matmuls = Recipe("openvino-int8-matmul", True, ("MatMul",))
     stem = out / "candidates"
-    int8_encoder = openvino.quantize_matmuls(
-        chosen["encoder"], stem / "image_encoder-openvino-int8-matmul", feeds["encoder"][:16])
-    encoders = [(int8_encoder, matmuls)]
-    if precision == "bf16":  # thin structures can fall outside the budget in bfloat16
-        f32_encoder = openvino.in_float32(chosen["encoder"], stem / "image_encoder-openvino-f32")
-        encoders.append((f32_encoder, Recipe("openvino-f32", False, ())))
-    keep_best("encoder", f"openvino-{precision}", encoders)
+    converted = dict(chosen)
+    encoders = _float_variants(chosen["encoder"], stem / "image_encoder-openvino", precision)
+    encoders.append((openvino.quantize_matmuls(
+        chosen["encoder"], stem / "image_encoder-openvino-int8-matmul", feeds["encoder"][:16],
+    ), MATMULS))  # fmt: skip
+    keep_best("encoder", encoders)
     if read_card(chosen["prompter"])["model"] == BACKBONE:  # a CNN on the image: INT8 throughout
-        keep_best("prompter", "openvino-float16-weights", [(openvino.quantize_all(
+        keep_best("prompter", [(openvino.quantize_all(
             chosen["prompter"], stem / "prompter-openvino-int8",
             _backbone_feeds(chosen["prompter"], planes.calibration[:16]),
         ), Recipe("openvino-int8", True, ("Conv", "MatMul")))])  # fmt: skip
-    decoders = [(openvino.quantize_matmuls(
+    decoders = _float_variants(chosen["decoder"], stem / "mask_decoder-openvino", precision)
+    decoders.append((openvino.quantize_matmuls(
         chosen["decoder"], stem / "mask_decoder-openvino-int8-matmul",
         _decoder_feeds(float32, planes.calibration[:16], threads),
-    ), matmuls)]  # fmt: skip
-    if precision == "bf16":
-        f32_decoder = openvino.in_float32(chosen["decoder"], stem / "mask_decoder-openvino-f32")
-        decoders.append((f32_decoder, Recipe("openvino-f32", False, ())))
-    keep_best("decoder", "openvino-float16-weights", decoders)
+    ), MATMULS))  # fmt: skip
+    keep_best("decoder", decoders)
+    if chosen["decoder"] != converted["decoder"]:
+        # the decoder's rounding changes what the encoder's costs: choose the encoder again
+        keep_best("encoder", [(converted["encoder"], AS_CONVERTED), *encoders])
     final_dir = out / "openvino"
     for model_name, card_file in chosen.items():
         _copy_ir(card_file, final_dir / FILES[model_name])
@@ -328,6 +335,22 @@ def _openvino_set(
     _say(f"openvino set: {_line(current)}; {part['mb']} MB; within budget: "
          f"{part['within_budget']}")  # fmt: skip
     return part, rows
+
+
+def _float_variants(card: Path, stem: Path, precision: str) -> list[tuple[Path, Recipe]]:
+    """The model with INT8 weights and, where the CPU computes in bfloat16, as converted and
+    with INT8 weights computed in float32 (thin structures can fall outside the budget in
+    bfloat16)."""
+    from automedseg.deploy import openvino
+
+    variants = [(openvino.int8_weights(card, stem.with_name(stem.name + "-int8-weights")),
+                 Recipe("openvino-int8-weights", False, ("MatMul", "Conv")))]  # fmt: skip
+    if precision == "bf16":
+        f32 = openvino.in_float32(card, stem.with_name(stem.name + "-f32"))
+        variants += [(f32, Recipe("openvino-f32", False, ())),
+                     (openvino.int8_weights(f32, stem.with_name(stem.name + "-f32-int8-weights")),
+                      Recipe("openvino-f32-int8-weights", False, ("MatMul", "Conv")))]  # fmt: skip
+    return variants
 
 
 @dataclass
