@@ -169,13 +169,21 @@ def fuzz_one(family: str, seconds: int, work: Path) -> dict:
     )  # fmt: skip
     log = done.stdout + done.stderr
     (work / family / "fuzz.log").write_text(log)
-    runs = [int(m) for m in re.findall(r"#(\d+)\s", log)]
     crashes = sorted(p.name for p in _artifacts(work / family))
     errors = re.findall(r"=== Uncaught Python exception: ===\n(.+)", log)
     errors += re.findall(r"SUMMARY: libFuzzer: (.+)", log)  # out-of-memory, timeout
-    return {"seconds": round(time.perf_counter() - clock), "executions": max(runs, default=0),
+    return {"seconds": round(time.perf_counter() - clock), "executions": executions(log),
             "crashes": crashes, "exceptions": sorted(set(errors)),
             "exit_code": done.returncode}  # fmt: skip
+
+
+def executions(log: str) -> int:
+    """Inputs run, from libFuzzer's log: its closing "Done N runs" line, else its last status
+    line ("#N<tab>..." at the start of a line; a reader's warnings may hold "#" and digits)."""
+    done = re.findall(r"^Done (\d+) runs", log, re.MULTILINE)
+    if done:
+        return int(done[-1])
+    return max((int(n) for n in re.findall(r"^#(\d+)\t", log, re.MULTILINE)), default=0)
 
 
 def _artifacts(folder: Path) -> list[Path]:
@@ -203,8 +211,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=1800, help="per family")
     parser.add_argument("--work", type=Path, default=Path("runs/fuzz"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--recount", action="store_true",
+                        help="only count the executions again from WORK/FAMILY/fuzz.log into --out")
     args = parser.parse_args()
     families = FAMILIES if args.family == "all" else (args.family,)
+    if args.recount:
+        record = json.loads(args.out.read_text())
+        for family in families:
+            log = (args.work / family / "fuzz.log").read_text()
+            record["families"][family]["executions"] = executions(log)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        return
     record: dict = {"families": {}}
     for family in families:
         result = fuzz_one(family, args.seconds, args.work)

@@ -220,8 +220,8 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path
     assert np.abs(got - frozen).max() > 10 * tolerance  # and the delta is in it
     precision = report["openvino"]["precision"]
     # polyp's backbone prompter stays float32 on ONNX Runtime (static-conv is not tried on
-    # it); on OpenVINO each model gets its INT8 and float32 variants, the encoder again if
-    # the decoder changed
+    # it); on OpenVINO each model gets its INT8 and float32 variants, the encoder and the
+    # prompter again if the decoder changed
     f32 = precision == "bf16"
     encoders = [("encoder", "openvino-int8-weights"),
                 *([("encoder", "openvino-f32"), ("encoder", "openvino-f32-int8-weights")] * f32),
@@ -236,8 +236,10 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path
         ("decoder", "openvino-int8-matmul"),
     ]  # fmt: skip
     again = tried[11 + 4 * f32:]
-    assert again == [] or sorted(again) == sorted([("encoder", "openvino-float16-weights"),
-                                                   *encoders])  # fmt: skip
+    assert again == [] or sorted(again) == sorted([
+        ("encoder", "openvino-float16-weights"), *encoders,
+        ("prompter", "openvino-float16-weights"), ("prompter", "openvino-int8"),
+    ])  # fmt: skip
     int8 = report["int8"]
     assert int8["recipes"]["encoder"] == "dynamic-matmul" and int8["truth_drop"] is None
     assert 0.0 <= int8["same_box_dice"] <= 1.0 and isinstance(int8["within_budget"], bool)

@@ -263,7 +263,8 @@ def _openvino_set(
     The encoder is also tried with INT8 weights, in float32 (with and without INT8 weights)
     and with NNCF INT8 MatMuls; then a backbone prompter with NNCF INT8 throughout; then the
     decoder with the same variants; each time the fastest within the budget (the smallest of
-    those as fast) is kept, and the encoder is chosen again if the decoder changed. Returns
+    those as fast) is kept, and the encoder and prompter are chosen again if the decoder
+    changed. Returns
     the report's ``openvino`` part and the candidates tried."""
     from automedseg.deploy import openvino
 
@@ -303,11 +304,13 @@ def _openvino_set(
         chosen["encoder"], stem / "image_encoder-openvino-int8-matmul", feeds["encoder"][:16],
     ), MATMULS))  # fmt: skip
     keep_best("encoder", encoders)
+    prompters = []
     if read_card(chosen["prompter"])["model"] == BACKBONE:  # a CNN on the image: INT8 throughout
-        keep_best("prompter", [(openvino.quantize_all(
+        prompters = [(openvino.quantize_all(
             chosen["prompter"], stem / "prompter-openvino-int8",
             _backbone_feeds(chosen["prompter"], planes.calibration[:16]),
-        ), Recipe("openvino-int8", True, ("Conv", "MatMul")))])  # fmt: skip
+        ), Recipe("openvino-int8", True, ("Conv", "MatMul")))]  # fmt: skip
+        keep_best("prompter", prompters)
     decoders = _float_variants(chosen["decoder"], stem / "mask_decoder-openvino", precision)
     decoders.append((openvino.quantize_matmuls(
         chosen["decoder"], stem / "mask_decoder-openvino-int8-matmul",
@@ -315,8 +318,10 @@ def _openvino_set(
     ), MATMULS))  # fmt: skip
     keep_best("decoder", decoders)
     if chosen["decoder"] != converted["decoder"]:
-        # the decoder's rounding changes what the encoder's costs: choose the encoder again
+        # the decoder's rounding changes what the others' costs: choose them again
         keep_best("encoder", [(converted["encoder"], AS_CONVERTED), *encoders])
+        if prompters:
+            keep_best("prompter", [(converted["prompter"], AS_CONVERTED), *prompters])
     final_dir = out / "openvino"
     for model_name, card_file in chosen.items():
         _copy_ir(card_file, final_dir / FILES[model_name])
