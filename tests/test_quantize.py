@@ -83,6 +83,17 @@ def test_calibration_needs_enough_readable_images(tmp_path):
         calibration_planes(tmp_path / "missing")
 
 
+def test_calibration_takes_more_planes_of_each_volume_when_there_are_few(tmp_path):
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    for i in range(3):  # like the 3 BraTS training volumes of brain-tumour
+        volume = rng.integers(0, 1000, (24, 20, 30)).astype(np.int16)
+        nib.save(nib.Nifti1Image(volume, np.eye(4)), tmp_path / f"v{i}.nii.gz")
+    planes = calibration_planes(tmp_path)
+    assert len(planes.calibration) + len(planes.held_out) == 2 * MIN_PLANES  # 8 per volume
+
+
 def test_calibration_of_a_data_set_uses_its_training_split_only(tmp_path):
     _write_pngs(tmp_path / "images", 20)
     _write_pngs(tmp_path / "masks", 20, seed=1)

@@ -78,6 +78,8 @@ def calibration_planes(
         items = [(p, None) for p in sorted(folder.iterdir()) if p.is_dir() or p in files]
         source = f"{Path(folder).resolve().name} ({len(items)} files)"
     order = np.random.default_rng(seed).permutation(len(items))
+    # a data set of few volumes gives more planes of each (3 BraTS volumes: 8 each)
+    per_volume = max(PLANES_PER_VOLUME, -(-2 * MIN_PLANES // max(len(items), 1)))
     planes: list[Plane] = []
     problems: list[str] = []
     for index in order:
@@ -86,9 +88,9 @@ def calibration_planes(
         item, layout = items[index]
         try:
             if layout is None:
-                planes += _planes_of(io.read_image(item), None)
+                planes += _planes_of(io.read_image(item), None, per_volume)
             else:
-                planes += _planes_of(*load_case(item, channel, layout, label_choice))
+                planes += _planes_of(*load_case(item, channel, layout, label_choice), per_volume)
         except AutomedsegError as error:
             name = item.name if layout is None else item.case_id
             problems.append(f"{name}: {error}")
@@ -119,13 +121,13 @@ def _training_cases(
 
 
 def _planes_of(
-    image: Image, truth: np.ndarray | None
+    image: Image, truth: np.ndarray | None, per_volume: int
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
     unit = to_unit_range(image)
     if image.spatial_dims == 2:
         return [(unit, truth)]
     depth = unit.shape[0]
-    picks = np.linspace(depth * 0.25, depth * 0.75, PLANES_PER_VOLUME).round().astype(int)
+    picks = np.linspace(depth * 0.25, depth * 0.75, per_volume).round().astype(int)
     return [
         (unit[z], None if truth is None else truth[z])
         for z in sorted(set(picks.clip(0, depth - 1)))
