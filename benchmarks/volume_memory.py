@@ -1,23 +1,21 @@
-"""Peak memory of segmenting one large volume: a fresh `automedseg segment` process per runtime.
+"""Peak memory of segmenting a large CT-sized volume (512 x 512 x 300) from one box.
 
-    BRATS=../shared/datasets/brats2013_in_brats2015_deepmedic6/imagesTr
-    python benchmarks/volume_memory.py --task brain-tumour \\
-        --source $BRATS/brats_2013_pat0001_1_0000.nii.gz \\
-        --shape 512 512 300 --runtimes torch openvino --threads 2 \\
-        --out benchmarks/records/volume_memory.json
+    python benchmarks/volume_memory.py --models src/automedseg/models/polyp --out runs/bench_volume
+    python benchmarks/volume_memory.py --models src/automedseg/models/polyp --threads 2 \
+        --runtimes openvino --out benchmarks/records/volume_memory
 
-The source volume is resampled (linear) to ``--shape`` voxels and stored as int16 NIfTI (the
-spacing scaled so the field of view stays), a stand-in for a large CT/MR series of real
-content. Each runtime then segments it automatically in a fresh process (``--task``, the
-default settings, ``--threads``); the record gives the process's peak RSS (VmHWM), its exit
-code and wall time.
+Writes a synthetic int16 NIfTI (noise plus a bright ellipsoid spanning about 60 slices), then
+runs ``automedseg segment VOLUME --box ... --slice MIDDLE`` in a fresh process per runtime
+(``--runtimes``, default torch and int8; int8 and openvino need ``--models``) and reports
+the child's peak RSS (VmHWM), wall time, and the Dice of the propagated mask against the
+ellipsoid. The volume and masks go to a temporary folder; writes OUT/volume_memory.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,59 +23,79 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from pipeline_speed import peak_rss
-from scipy import ndimage
 
-from automedseg import io
+SHAPE_XYZ = (512, 512, 300)
+# The child's VmHWM (peak RSS of its own memory map; ru_maxrss would include the parent's).
+CHILD = """
+import re, sys
+from automedseg.cli import main
+code = main(sys.argv[1:])
+status = open("/proc/self/status").read()
+print("RESULT", code, re.search(r"VmHWM:\\s+(\\d+)", status).group(1))
+"""
 
 
-def large_volume(source: Path, shape: tuple[int, int, int], out: Path) -> Path:
-    """``source`` resampled to ``shape`` voxels, int16, spacing scaled to keep the extent."""
-    image = nib.load(source)
-    data = np.asarray(image.dataobj, dtype=np.float32)
-    factors = [s / d for s, d in zip(shape, data.shape[:3], strict=True)]
-    resized = ndimage.zoom(data, factors, order=1)
-    affine = image.affine.copy()
-    affine[:3, :3] = affine[:3, :3] / np.asarray(factors)[None, :]
-    path = out / "large.nii.gz"
-    nib.save(nib.Nifti1Image(np.clip(resized, -32768, 32767).astype(np.int16), affine), path)
-    return path
+def make_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The volume (z, y, x order for the mask) and the middle slice's box (x0, y0, x1, y1)."""
+    rng = np.random.default_rng(0)
+    x, y, z = np.ogrid[: SHAPE_XYZ[0], : SHAPE_XYZ[1], : SHAPE_XYZ[2]]
+    inside = ((x - 250) / 60.0) ** 2 + ((y - 270) / 45.0) ** 2 + ((z - 150) / 30.0) ** 2 <= 1
+    data = rng.normal(40, 15, SHAPE_XYZ).astype(np.int16)
+    data[inside] += 200
+    affine = np.diag([0.7, 0.7, 1.5, 1.0])
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    mask_zyx = np.transpose(inside, (2, 1, 0))
+    ys, xs = np.nonzero(mask_zyx[150])
+    return mask_zyx, (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+
+
+def run(volume: Path, box, out: Path, runtime: str, models: Path | None, threads: int) -> dict:
+    args = [sys.executable, "-c", CHILD, "segment", str(volume), "--out", str(out),
+            "--box", *map(str, box), "--slice", "150", "--no-progress",
+            "--runtime", runtime]  # fmt: skip
+    if models is not None and runtime != "torch":
+        args += ["--models", str(models)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    clock = time.perf_counter()
+    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - clock
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT")), None)
+    if done.returncode != 0 or line is None or line.split()[1] != "0":
+        raise SystemExit(f"{runtime} failed: {done.stderr[-2000:]}")
+    return {"peak_rss_mb": round(int(line.split()[2]) / 1024, 1), "seconds": round(seconds, 1)}
 
 
 def main(args: argparse.Namespace) -> None:
-    shape = tuple(args.shape)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     rows = {}
+    runtimes = args.runtimes.split(",")
+    if set(runtimes) - {"torch"} and not args.models:
+        raise SystemExit("--runtimes other than torch need --models")
     with tempfile.TemporaryDirectory() as temp:
-        volume = large_volume(Path(args.source), shape, Path(temp))
-        print(f"{volume.name}: {shape} int16, {volume.stat().st_size / 1e6:.1f} MB on disk",
-              file=sys.stderr)  # fmt: skip
-        for name in args.runtimes:
-            clock = time.perf_counter()
-            row = peak_rss(volume, args.task, name, args.threads)
-            row["seconds"] = round(time.perf_counter() - clock, 1)
-            rows[name] = row
-            print(f"{name}: {row}", file=sys.stderr)
-    record = {
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "threads": args.threads,
-        "task": args.task,
-        "source": Path(args.source).name,
-        "shape": list(shape),
-        "dtype": "int16",
-        "volume_mb": round(int(np.prod(shape)) * 2 / 1e6, 1),
-        "runtimes": rows,
-    }
-    io.write_json(Path(args.out), record)
+        volume = Path(temp) / "volume_512x512x300.nii.gz"
+        truth, box = make_volume(volume)
+        for runtime in runtimes:
+            result = Path(temp) / runtime
+            rows[runtime] = run(volume, box, result, runtime, args.models, args.threads)
+            mask = np.asarray(nib.load(str(result / "volume_512x512x300_seg.nii.gz")).dataobj)
+            mask = np.transpose(mask > 0, (2, 1, 0))
+            dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+            rows[runtime]["dice"] = round(float(dice), 4)
+            print(runtime, rows[runtime], file=sys.stderr)
+    report = {"shape_xyz": SHAPE_XYZ, "dtype": "int16", "threads": args.threads, "runtimes": rows,
+              "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
+    from automedseg import io
+
+    io.write_json(out / "volume_memory.json", report)
+    print(report)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", required=True)
-    parser.add_argument("--source", required=True, help="a NIfTI volume of the task's kind")
-    parser.add_argument("--shape", type=int, nargs=3, default=[512, 512, 300])
-    parser.add_argument("--runtimes", nargs="+", default=["torch", "openvino"])
+    parser.add_argument("--models", type=Path, help="an `automedseg quantize` output folder")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runtimes", default="torch,int8",
+                        help="comma-separated: torch,int8,openvino")  # fmt: skip
     parser.add_argument("--out", required=True)
     main(parser.parse_args())

@@ -3,10 +3,10 @@
     python scripts/records_tables.py --out runs/results_records.md
 
 Reads the JSON records the benchmarks wrote into benchmarks/records (``speed_<task>/``,
-``batch_cohort.json``, ``cpu_scaling.json``, ``serve_load.json``, ``domain_check.json``,
-``fuzz_readers.json``) and writes one Markdown section per record that exists; ``make
-compare`` appends it to docs/results.md. Nothing here is typed in: every figure is read
-from a record.
+``volume_memory/``, ``batch_cohort.json``, ``cpu_scaling.json``, ``serve_load.json``,
+``domain_check.json``, ``fuzz_readers.json``) and writes one Markdown section per record that
+exists; ``make compare`` appends it to docs/results.md. Nothing here is typed in: every
+figure is read from a record.
 """
 
 from __future__ import annotations
@@ -48,6 +48,26 @@ def speed() -> list[str]:
                          f"{row['torch_imported']} |")  # fmt: skip
         lines.append("")
     return lines
+
+
+def volume_memory() -> list[str]:
+    record = _load(RECORDS / "volume_memory" / "volume_memory.json")
+    if record is None:
+        return []
+    shape = "×".join(map(str, record["shape_xyz"]))
+    lines = [
+        f"### Peak memory: one {shape} {record['dtype']} volume",
+        "",
+        f"`{record['command']}` ({record['date']}, {record['threads']} threads): a synthetic "
+        "volume (noise and a bright ellipsoid), one box on its middle slice, propagated through "
+        "the volume by a fresh `automedseg segment` process per runtime.",
+        "",
+        "| runtime | peak RSS MB | seconds (whole process) | Dice against the ellipsoid |",
+        "|---|---|---|---|",
+    ]
+    for name, row in record["runtimes"].items():
+        lines.append(f"| {name} | {row['peak_rss_mb']} | {row['seconds']} | {row['dice']} |")
+    return [*lines, ""]
 
 
 def cohort() -> list[str]:
@@ -179,7 +199,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     lines = ["## Speed, cohorts, the review app, trust", ""]
-    lines += speed() + cohort() + serve() + domain() + fuzz()
+    lines += speed() + volume_memory() + cohort() + serve() + domain() + fuzz()
     args.out.write_text("\n".join(lines) + "\n")
 
 
