@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from automedseg import io
-from automedseg.data.datasets import find_cases
+from automedseg.data.datasets import find_cases, load_case
 from automedseg.intensity import to_unit_range
 from automedseg.pipeline import segment_image, segment_plane
 from automedseg.tasks import load_models
@@ -71,7 +71,7 @@ class Timed:
 
     def __getattr__(self, name):
         value = getattr(self.inner, name)
-        if name not in ("set_image", "predict", "find", "find_with_maps"):
+        if name not in ("set_image", "encode_many", "predict", "find", "find_with_maps"):
             return value
 
         def timed(*args, **kwargs):
@@ -79,7 +79,7 @@ class Timed:
             try:
                 return value(*args, **kwargs)
             finally:
-                stage = "encoder" if name == "set_image" else self.stage
+                stage = "encoder" if name in ("set_image", "encode_many") else self.stage
                 self.times[stage] = self.times.get(stage, 0.0) + time.perf_counter() - clock
 
         return timed
@@ -108,10 +108,12 @@ def main(args: argparse.Namespace) -> None:
         models = load_models(args.task, runtime=name, threads=args.threads)
         loaded[name] = models
         sizes[name] = sum(models.sizes_mb.values())
-    cases = [c for c in find_cases(args.data, args.split).cases if c.problem is None]
-    count = args.volumes or args.images
-    paths = [c.images[0] for c in cases[:count]]
-    inputs = [to_unit_range(io.read_image(p)) for p in paths]
+    dataset = find_cases(args.data, args.split)
+    cases = [c for c in dataset.cases if c.problem is None][: args.volumes or args.images]
+    # a video (a folder of frames) is read whole, as evaluate reads it; segment gets the folder
+    inputs = [to_unit_range(load_case(c, 0, dataset.layout)[0]) for c in cases]
+    sequences = dataset.layout == "sequences"
+    paths = [c.images[0].parent if sequences else c.images[0] for c in cases]
     dims = 3 if args.volumes else 2
     names = list(loaded)
     per_unit: dict[str, dict[str, list[float]]] = {n: {s: [] for s in (*STAGES, "total")}
