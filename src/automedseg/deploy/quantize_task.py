@@ -56,10 +56,10 @@ from automedseg.tasks import load_models, resolve_task
 REPORT = "quantization.json"
 FILES = {"encoder": "image_encoder", "decoder": "mask_decoder", "prompter": "prompter"}
 FLOAT32 = Recipe("float32", static=False, op_types=())
+"""Not a quantization: the candidate that keeps a model in float32."""
 MATMULS = Recipe("openvino-int8-matmul", True, ("MatMul",))
 AS_CONVERTED = Recipe("openvino-float16-weights", False, ())
 """An OpenVINO model as converted: float16 weights, computed in bfloat16 where the CPU can."""
-"""Not a quantization: the candidate that keeps a model in float32."""
 RECIPES: dict[str, tuple[Recipe, ...]] = {
     # Measured on Kvasir-SEG (runs/exp/quant.log, embedding cosine to float32): dynamic INT8
     # MatMul/Gemm 0.998 and the fastest; static QDQ MatMul/Gemm 0.994 and slower; adding Conv
@@ -264,8 +264,7 @@ def _openvino_set(
     and with NNCF INT8 MatMuls; then a backbone prompter with NNCF INT8 throughout; then the
     decoder with the same variants; each time the fastest within the budget (the smallest of
     those as fast) is kept, and the encoder and prompter are chosen again if the decoder
-    changed. Returns
-    the report's ``openvino`` part and the candidates tried."""
+    changed. Returns the report's ``openvino`` part and the candidates tried."""
     from automedseg.deploy import openvino
 
     precision = inference_precision("auto")
@@ -343,8 +342,8 @@ def _openvino_set(
 
 
 def _float_variants(card: Path, stem: Path, precision: str) -> list[tuple[Path, Recipe]]:
-    """The model with INT8 weights and, where the CPU computes in bfloat16, as converted and
-    with INT8 weights computed in float32 (thin structures can fall outside the budget in
+    """The model with INT8 weights and, where the CPU computes in bfloat16, the model computed
+    in float32 with and without INT8 weights (thin structures can fall outside the budget in
     bfloat16)."""
     from automedseg.deploy import openvino
 
