@@ -86,3 +86,13 @@ def test_a_card_whose_weights_file_is_not_a_plain_name_is_a_weights_error(tmp_pa
         card.write_text('{"kind": "head", "weights_file": "../../etc/passwd", "sha256": "0"}')
     with pytest.raises(AutomedsegError, match="weights_file must be a file name beside the card"):
         load_prompter(card)
+
+
+def test_a_card_whose_sha256_is_not_a_hex_digest_is_a_weights_error(tmp_path):
+    """The fuzzer's card gives an object as its sha256 (a TypeError escaped where the mismatch
+    message sliced it)."""
+    card = tmp_path / "prompter.json"
+    shutil.copy(CRASHES / "card-sha256-is-an-object.json", card)
+    (tmp_path / "w.safetensors").write_bytes(b"x" * 64)
+    with pytest.raises(AutomedsegError, match="sha256 must be 64 hexadecimal digits"):
+        load_prompter(card)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,11 @@ def read_card(card_path: str | Path) -> dict[str, Any]:
                 and len(name.encode()) <= 255 and "\x00" not in name):  # fmt: skip
             raise WeightsError(f"the card's {key} must be a file name beside the card, not "
                                f"{str(name)[:60]!r}", card_path)  # fmt: skip
+    for key in ("sha256", "bin_sha256"):
+        digest = card.get(key, "0" * 64)
+        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise WeightsError(f"the card's {key} must be 64 hexadecimal digits, not "
+                               f"{str(digest)[:70]!r}", card_path)  # fmt: skip
     card["_path"] = str(card_path)
     return card
 
