@@ -78,8 +78,8 @@ def read_card(card_path: str | Path) -> dict[str, Any]:
             raise WeightsError(f"the card's {key} must be a file name beside the card, not "
                                f"{str(name)[:60]!r}", card_path)  # fmt: skip
     for key in ("sha256", "bin_sha256"):
-        digest = card.get(key, "0" * 64)
-        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        digest = card.get(key)
+        if key in card and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
             raise WeightsError(f"the card's {key} must be 64 hexadecimal digits, not "
                                f"{str(digest)[:70]!r}", card_path)  # fmt: skip
     card["_path"] = str(card_path)
