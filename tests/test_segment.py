@@ -6,7 +6,7 @@ import torch
 
 from automedseg import intensity
 from automedseg.errors import InputError, WeightsError
-from automedseg.intensity import to_unit_range
+from automedseg.intensity import UnitPlanes, to_unit_range
 from automedseg.segment.litemedsam import (
     LiteMedSAMPredictor,
     build_litemedsam,
@@ -121,3 +121,16 @@ def test_a_large_volume_takes_its_percentiles_from_a_sample(monkeypatch):
 def test_constant_image_is_refused():
     with pytest.raises(InputError, match="constant"):
         to_unit_range(Image(np.full((8, 8), 7, np.uint8), 2))
+    with pytest.raises(InputError, match="constant"):
+        UnitPlanes(Image(np.full((3, 8, 8), 7, np.int16), 3))
+
+
+def test_unit_planes_scale_each_plane_as_the_whole_volume_is_scaled():
+    volume = np.random.default_rng(1).normal(100, 40, (5, 6, 7)).astype(np.int16)
+    image = Image(volume, 3, modality="MR")
+    planes = UnitPlanes(image)
+    assert len(planes) == 5 and planes.shape == (5, 6, 7)
+    whole = to_unit_range(image)
+    for z, plane in enumerate(planes):
+        assert plane.dtype == np.float32
+        np.testing.assert_array_equal(plane, whole[z])

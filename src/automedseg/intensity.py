@@ -17,6 +17,8 @@ A constant image carries no information and raises ``InputError``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from automedseg.errors import InputError
@@ -29,6 +31,37 @@ PERCENTILE_SAMPLE = 4_000_000
 
 def to_unit_range(image: Image) -> np.ndarray:
     """The image's array as float32 in [0, 1], same shape (channels kept)."""
+    _check(image)
+    return _scaled(image.array, *intensity_range(image))
+
+
+class UnitPlanes:
+    """A volume's planes along axis 0 in [0, 1], each scaled when it is read.
+
+    Scales every plane as ``to_unit_range`` scales the whole (one intensity range for the
+    volume) without a float32 copy of the volume: for a 512×512×300 int16 CT that copy would
+    take 315 MB beside the volume's own 157 MB."""
+
+    def __init__(self, image: Image) -> None:
+        if image.spatial_dims != 3:
+            raise ValueError("UnitPlanes needs a volume (spatial_dims 3)")
+        _check(image)
+        self._array = image.array
+        self._lo, self._hi = intensity_range(image)
+        self.shape: tuple[int, ...] = tuple(image.array.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, z: int) -> np.ndarray:
+        """Plane z as float32 in [0, 1]."""
+        return _scaled(self._array[z], self._lo, self._hi)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[z] for z in range(len(self)))
+
+
+def _check(image: Image) -> None:
     array = image.array
     if array.size == 0:
         raise InputError("the image is empty (0 pixels)", image.source)
@@ -39,7 +72,9 @@ def to_unit_range(image: Image) -> np.ndarray:
             f"the image is constant (every pixel is {array.min():g}): nothing to segment",
             image.source,
         )
-    lo, hi = intensity_range(image)
+
+
+def _scaled(array: np.ndarray, lo: float, hi: float) -> np.ndarray:
     out = array.astype(np.float32)  # the only full-size copy: the rest is in place
     out -= np.float32(lo)
     out /= np.float32(hi - lo)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from automedseg.errors import PromptError
-from automedseg.intensity import to_unit_range
+from automedseg.intensity import UnitPlanes, to_unit_range
 from automedseg.pipeline.propagate import Propagation, boxes_of, paint, settings_of
 from automedseg.pipeline.refine import refine
 from automedseg.prompt.base import Prompter
@@ -80,10 +80,10 @@ def segment_image(
     slice ``slice_index``) and followed slice to slice (see ``propagate``). Without it, only
     slice ``slice_index`` is segmented when given, else every slice is prompted on its own.
     ``on_progress(stage, planes done, planes)`` follows a volume's planes."""
-    unit = to_unit_range(image)
     if image.spatial_dims == 2:
-        seg = segment_plane(unit, prompter, segmenter)
+        seg = segment_plane(to_unit_range(image), prompter, segmenter)
         return Result(seg.label_map(), seg.boxes, instance_map=seg.instance_map())
+    unit = UnitPlanes(image)  # each plane scaled when read: no float32 copy of the volume
     depth = image.shape[0]
     if slice_index is not None and not 0 <= slice_index < depth:
         raise PromptError(

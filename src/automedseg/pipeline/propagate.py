@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from automedseg.intensity import UnitPlanes
 from automedseg.prompt.base import Prompter
 from automedseg.segment.base import BoxSegmenter
 from automedseg.types import Boxes, box_iou
@@ -125,8 +126,9 @@ class Propagation:
     """Called as (stage, planes done, planes in all) after each plane the prompter reads
     ("prompting") and each plane encoded for the segmenter ("segmenting")."""
 
-    def run(self, planes: np.ndarray) -> tuple[np.ndarray, list[TrackedObject]]:
-        """(label map (Z, H, W), objects) for planes in [0, 1] stacked along axis 0."""
+    def run(self, planes: np.ndarray | UnitPlanes) -> tuple[np.ndarray, list[TrackedObject]]:
+        """(label map (Z, H, W), objects) for planes in [0, 1] along axis 0: an array, or
+        ``UnitPlanes`` scaling each plane when it is read."""
         self._planes = planes
         self._encodings = 0
         self._encoded: int | None = None

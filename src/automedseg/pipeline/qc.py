@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from automedseg.intensity import intensity_range
+from automedseg.intensity import UnitPlanes, to_unit_range
 from automedseg.segment.base import BoxSegmenter
 from automedseg.types import Image, Result
 
@@ -41,12 +41,11 @@ def pooled(embedding: Any) -> np.ndarray:
 
 def unit_planes(image: Image, count: int = VOLUME_PLANES) -> list[np.ndarray]:
     """A 2D image in [0, 1], or ``count`` evenly spaced planes of a volume or video, scaled as
-    the whole would be (``intensity.to_unit_range``) without copying the whole."""
-    lo, hi = intensity_range(image)
-    chosen = [image.array] if image.spatial_dims == 2 else [
-        image.array[z] for z in _spaced(image.shape[0], count)]  # fmt: skip
-    return [np.clip((np.asarray(p, np.float32) - np.float32(lo)) / np.float32(hi - lo), 0, 1)
-            for p in chosen]  # fmt: skip
+    the whole would be (``intensity.UnitPlanes``) without copying the whole."""
+    if image.spatial_dims == 2:
+        return [to_unit_range(image)]
+    planes = UnitPlanes(image)
+    return [planes[z] for z in _spaced(image.shape[0], count)]
 
 
 def plane_features(planes: list[np.ndarray], segmenter: BoxSegmenter) -> list[np.ndarray]:
