@@ -41,3 +41,13 @@ def test_without_a_known_pixel_size_sizes_are_in_pixels():
     volume[1, 0:2, 0:2] = 1
     sizes = measure_objects(volume, None)[1]
     assert sizes["voxels"] == 4 and "volume_ml" not in sizes and sizes["slices"] == [1, 1]
+
+
+def test_longest_diameter_is_the_largest_distance_between_any_two_pixels():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        mask = rng.random((rng.integers(1, 15), rng.integers(1, 15))) > rng.uniform(0.3, 0.95)
+        spacing = (float(rng.uniform(0.3, 3)), float(rng.uniform(0.3, 3)))
+        points = np.argwhere(mask) * np.asarray(spacing)
+        every_pair = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1)).max(initial=0.0)
+        assert longest_diameter_mm(mask, spacing) == pytest.approx(every_pair)

@@ -8,21 +8,29 @@ object's convex hull — the RECIST-style "longest axial diameter".
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial import ConvexHull, QhullError
+
+BLOCK = 512
 
 
 def longest_diameter_mm(mask: np.ndarray, spacing_yx: tuple[float, float]) -> float:
-    """Largest distance (mm) between two pixel centres of a 2D mask; 0 for one pixel."""
-    points = np.argwhere(mask) * np.asarray(spacing_yx, dtype=np.float64)
-    if len(points) < 2:
+    """Largest distance (mm) between two pixel centres of a 2D mask; 0 for one pixel.
+
+    Only the leftmost and rightmost pixel of each row can be corners of the mask's convex
+    hull, and the longest distance is between two corners, so those two per row are compared
+    (in blocks, to bound memory)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if len(rows) == 0:
         return 0.0
-    if len(points) > 3:
-        try:
-            points = points[ConvexHull(points).vertices]
-        except QhullError:  # all points on a line: the extremes are enough
-            pass
-    difference = points[:, None, :] - points[None, :, :]
-    return float(np.sqrt((difference**2).sum(-1)).max())
+    inside = mask[rows]
+    first = inside.argmax(axis=1)
+    last = inside.shape[1] - 1 - inside[:, ::-1].argmax(axis=1)
+    points = np.concatenate([np.stack([rows, first], 1), np.stack([rows, last], 1)])
+    points = np.unique(points, axis=0) * np.asarray(spacing_yx, dtype=np.float64)
+    longest = 0.0
+    for start in range(0, len(points), BLOCK):
+        difference = points[start : start + BLOCK, None, :] - points[None, :, :]
+        longest = max(longest, float((difference**2).sum(-1).max()))
+    return float(np.sqrt(longest))
 
 
 def measure_objects(instance_map: np.ndarray, spacing: tuple[float, ...] | None) -> dict[int, dict]:

@@ -1,18 +1,18 @@
-"""Resampling of images and maps in numpy/scipy, without torch: the same results as
+"""Resampling of images and maps in numpy, without torch: the same results as
 ``torch.nn.functional.interpolate`` (bilinear, ``align_corners=False``, with or without
 ``antialias``), shared by the ONNX Runtime predictor and the backbone prompter's preprocessing.
 
-Resampling is separable: one sparse (out × in) weight matrix (or two taps) per axis.
+Resampling is separable: a few weighted taps per output sample, one axis at a time.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
 
 
-def antialiased_weights(in_size: int, out_size: int) -> sparse.csr_matrix:
-    """(out, in) weights of torch's antialiased bilinear resampling along one axis.
+def antialiased_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(out, taps) source indices and weights of torch's antialiased bilinear resampling
+    along one axis.
 
     Output sample ``i`` is centred at ``scale * (i + 0.5)`` in input pixels (``scale`` =
     in/out); the triangle filter has half-width ``max(scale, 1)`` and is normalised to sum 1
@@ -29,22 +29,25 @@ def antialiased_weights(in_size: int, out_size: int) -> sparse.csr_matrix:
     weights = np.clip(1.0 - np.abs((index - centres[:, None] + 0.5) * inverse), 0.0, None)
     weights[index >= stop[:, None]] = 0.0
     weights /= weights.sum(axis=1, keepdims=True)
-    rows = np.repeat(np.arange(out_size), taps)
-    matrix = sparse.csr_matrix(
-        (weights.ravel().astype(np.float32), (rows, np.minimum(index, in_size - 1).ravel())),
-        shape=(out_size, in_size),
-    )
-    matrix.eliminate_zeros()
-    return matrix
+    return np.minimum(index, in_size - 1), weights.astype(np.float32)
+
+
+def _resample_rows(array: np.ndarray, out_size: int) -> np.ndarray:
+    """Axis 0 of ``array`` resampled to ``out_size`` (antialiased), summing one tap at a time."""
+    index, weights = antialiased_taps(array.shape[0], out_size)
+    out = np.zeros((out_size, *array.shape[1:]), np.float32)
+    for tap in range(index.shape[1]):
+        out += weights[:, tap, None] * array[index[:, tap]]
+    return out
 
 
 def resize_antialiased(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """An (H, W, C) float array resized to (h, w, C) (rows first, then columns)."""
     h_in, w_in, channels = image.shape
     h, w = shape
-    rows = antialiased_weights(h_in, h) @ image.reshape(h_in, w_in * channels)
+    rows = _resample_rows(image.reshape(h_in, w_in * channels).astype(np.float32, copy=False), h)
     rows = rows.reshape(h, w_in, channels).transpose(1, 0, 2).reshape(w_in, h * channels)
-    both = antialiased_weights(w_in, w) @ rows
+    both = _resample_rows(rows, w)
     return np.ascontiguousarray(both.reshape(w, h, channels).transpose(1, 0, 2), np.float32)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cc3d
 import numpy as np
-from scipy import ndimage
 
 from automedseg.resample import resize_bilinear
 from automedseg.segment.model_space import IMAGE_SIZE, resized_shape
@@ -39,15 +39,8 @@ def boxes_from_probabilities(
     xyxy, labels, scores = [], [], []
     for label, prob in zip(label_values, probabilities, strict=True):
         prob = prob[:new_h, :new_w]
-        components, count = ndimage.label(prob > pixel_threshold, structure=np.ones((3, 3)))
-        if count == 0:
-            continue
-        index = np.arange(1, count + 1)
-        areas = ndimage.sum_labels(np.ones_like(prob), components, index)
-        peaks = ndimage.maximum(prob, components, index)
-        regions = [(r, float(p)) for r, a, p in
-                   zip(ndimage.find_objects(components), areas, peaks, strict=True)
-                   if a >= min_area]  # fmt: skip
+        regions = [(region, float(prob[region][inside].max()))
+                   for region, inside in regions_of(prob > pixel_threshold, min_area)]  # fmt: skip
         kept = [(r, p) for r, p in regions if p >= score_threshold]
         if fallback and regions and not kept:
             kept = [max(regions, key=lambda region: region[1])]
@@ -60,6 +53,26 @@ def boxes_from_probabilities(
             labels.append(label)
             scores.append(peak)
     return Boxes(np.asarray(xyxy, np.float32).reshape(-1, 4), np.asarray(labels, int), scores)
+
+
+Region = tuple[tuple[slice, ...], np.ndarray]
+
+
+def regions_of(mask: np.ndarray, min_pixels: float = 0) -> list[Region]:
+    """Each connected component of a 2D boolean mask (8-connected) with at least
+    ``min_pixels`` pixels, as (its bounding box as slices, the component within that box)."""
+    # uint8, not bool: cc3d 4.1 numbers some boolean masks' components with gaps
+    binary = np.ascontiguousarray(mask, dtype=np.uint8)
+    components, count = cc3d.connected_components(binary, connectivity=8, return_N=True)
+    if count == 0:
+        return []
+    stats = cc3d.statistics(components)
+    boxes, areas = stats["bounding_boxes"], stats["voxel_counts"]
+    found = [(box, components[box] == index)
+             for index, (box, area) in enumerate(zip(boxes, areas, strict=True))
+             if index > 0 and area > 0 and area >= min_pixels]  # fmt: skip
+    # in the order a row-by-row scan meets them (as scipy.ndimage.label numbers them)
+    return sorted(found, key=lambda r: (r[0][0].start, r[0][1].start + int(np.argmax(r[1][0]))))
 
 
 def map_prompter_boxes(prompter, probabilities: np.ndarray, original_hw: tuple[int, int]) -> Boxes:

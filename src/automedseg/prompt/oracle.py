@@ -8,8 +8,8 @@ by position.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
+from automedseg.prompt.components import regions_of
 from automedseg.types import Boxes
 
 
@@ -21,16 +21,10 @@ def oracle_boxes(label_map: np.ndarray, min_pixels: int = 1) -> Boxes:
     if label_map.ndim != 2:
         raise ValueError(f"oracle_boxes needs an (H, W) label map, got shape {label_map.shape}")
     xyxy, labels = [], []
-    structure = np.ones((3, 3), dtype=bool)
     for label in np.unique(label_map):
         if label == 0:
             continue
-        components, _ = ndimage.label(label_map == label, structure=structure)
-        sizes = np.bincount(components.ravel())
-        for index, region in enumerate(ndimage.find_objects(components), start=1):
-            if region is None or sizes[index] < min_pixels:
-                continue
-            rows, cols = region
+        for (rows, cols), _ in regions_of(label_map == label, min_pixels):
             xyxy.append((cols.start, rows.start, cols.stop - 1, rows.stop - 1))
             labels.append(int(label))
     return Boxes(np.asarray(xyxy, dtype=np.float32).reshape(-1, 4), np.asarray(labels), 1.0)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 
 from automedseg import __version__
 from automedseg.checkpoints import read_card
@@ -152,6 +151,12 @@ def make_session(data: bytes, path: Path, threads: int = 2) -> Any:
         raise WeightsError(f"not a loadable ONNX model ({first})", path) from None
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """The logistic function, without overflow for large negative logits (as scipy's expit;
+    scipy itself would cost a 2D run ~30 MB of imports)."""
+    return 0.5 + 0.5 * np.tanh(0.5 * logits)
+
+
 @dataclass
 class OnnxLiteMedSAMPredictor:
     """``LiteMedSAMPredictor`` on exported models (``OnnxModel``s, or OpenVINO's, which run the
@@ -242,7 +247,7 @@ class OnnxHeadPrompter:
     def probabilities(self, embedding: np.ndarray) -> np.ndarray:
         """(K, 256, 256) class probabilities in the padded model space."""
         logits = self.model.run(embedding=np.asarray(embedding, np.float32))[0]
-        return expit(resize_bilinear(logits[0], (IMAGE_SIZE, IMAGE_SIZE)))
+        return sigmoid(resize_bilinear(logits[0], (IMAGE_SIZE, IMAGE_SIZE)))
 
     def find(self, image: np.ndarray, embedding: object | None = None) -> Boxes:
         if embedding is None:
@@ -274,7 +279,7 @@ class OnnxBackbonePrompter(FindsWithMaps):
         inputs = [views(image, size, self.flip) for size in self.sizes]
         names = [i["name"] for i in self.model.card["inputs"]]  # one per member
         logits = self.model.run(**{n: b for n, (b, _) in zip(names, inputs, strict=True)})
-        averaged, hw = combined([expit(x) for x in logits], [hw for _, hw in inputs])
+        averaged, hw = combined([sigmoid(x) for x in logits], [hw for _, hw in inputs])
         return ClassMaps(averaged, hw, tuple(self.labels))
 
 
