@@ -15,7 +15,7 @@ from automedseg.pipeline import segment_plane
 from automedseg.pipeline.refine import agreements, refine, tight_boxes
 from automedseg.prompt import load_prompter
 from automedseg.prompt.backbone import BackboneNet, BackbonePrompter, build_net
-from automedseg.prompt.backbone_space import backbone_input
+from automedseg.prompt.backbone_space import backbone_input, views
 from automedseg.prompt.components import ClassMaps, boxes_from_probabilities
 from automedseg.prompt.pretrained import MOBILENET_V2, PretrainedWeights
 from automedseg.types import Boxes, Segmentation
@@ -299,3 +299,12 @@ def test_the_onnx_and_openvino_backbone_prompters_match_pytorch(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
     with pytest.raises(WeightsError, match="SHA-256 mismatch"):
         load_openvino_model(card, BACKBONE)
+
+
+def test_the_mirrored_view_is_the_mirrored_plane_resized():
+    plane = np.random.default_rng(0).random((53, 71, 3)).astype(np.float32)
+    batch, resized = views(plane, 64, flip=True)
+    mirrored, same = backbone_input(np.ascontiguousarray(plane[:, ::-1]), 64)
+    assert batch.shape[0] == 2 and resized == same
+    np.testing.assert_allclose(batch[0], backbone_input(plane, 64)[0][0], atol=0)
+    np.testing.assert_allclose(batch[1], mirrored[0], atol=1e-5)

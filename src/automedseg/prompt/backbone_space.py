@@ -51,18 +51,22 @@ def pad_to(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def backbone_input(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """(1, 3, Hp, Wp) float32 network input and the (h, w) of the resized plane inside it."""
-    rgb = resized_rgb(image, size)
+    return _network_input(resized_rgb(image, size))
+
+
+def _network_input(rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     h, w = rgb.shape[:2]
     return normalised(pad_to(rgb, (padded(h), padded(w))))[None], (h, w)
 
 
 def views(image: np.ndarray, size: int, flip: bool) -> tuple[np.ndarray, tuple[int, int]]:
     """(V, 3, Hp, Wp) input of one member — the plane, and with ``flip`` its left-right mirror
-    as the second item — and the (h, w) of the resized plane inside it."""
-    batch, resized = backbone_input(image, size)
+    as the second item — and the (h, w) of the resized plane inside it. The mirror is taken
+    of the resized plane (resizing is symmetric, so it is the mirrored plane resized)."""
+    rgb = resized_rgb(image, size)
+    batch, resized = _network_input(rgb)
     if flip:
-        mirrored, _ = backbone_input(np.ascontiguousarray(np.asarray(image)[:, ::-1]), size)
-        batch = np.concatenate([batch, mirrored])
+        batch = np.concatenate([batch, _network_input(rgb[:, ::-1])[0]])
     return batch, resized
 
 
