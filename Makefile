@@ -58,7 +58,7 @@ RECORD_RUNS := eval_polyp_val_head5 eval_polyp_val_head eval_polyp_val_int8 eval
 	eval_hippocampus40_val_adapter_head eval_hippocampus_val_nnunet \
 	validation_polyp validation_hippocampus validation_lungs validation_larynx validation_brain-tumour \
 	validation_polyp_pair validation_lungs_backbone validation_hippocampus_backbone \
-	validation_brain-tumour_backbone
+	validation_brain-tumour_backbone validation_brain-tumour_backbone-tuned
 
 compare: setup
 	mkdir -p runs
