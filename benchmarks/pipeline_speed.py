@@ -50,14 +50,20 @@ print("RESULT", code, "torch" in sys.modules, re.search(r"VmHWM:\\s+(\\d+)", sta
 def peak_rss(path: Path, task: str, runtime: str, threads: int) -> dict:
     """Peak RSS (MB) and whether torch was imported, for one `automedseg segment` process."""
     with tempfile.TemporaryDirectory() as out:
-        args = ["segment", str(path), "--out", out, "--task", task, "--runtime", runtime,
-                "--no-progress", "--threads", str(threads)]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        done = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True,
-                              text=True, env=env)  # fmt: skip
+        return segment_process(["segment", str(path), "--out", out, "--task", task,
+                                "--runtime", runtime, "--no-progress", "--threads", str(threads)],
+                               threads)  # fmt: skip
+
+
+def segment_process(args: list[str], threads: int) -> dict:
+    """Exit code, whether torch was imported and peak RSS (MB) of a fresh ``automedseg ARGS``
+    process with ``threads`` OpenMP threads."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True,
+                          env=env)  # fmt: skip
     line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT")), None)
     if line is None:
-        raise SystemExit(f"segment with --runtime {runtime} failed:\n{done.stderr[-2000:]}")
+        raise SystemExit(f"automedseg {' '.join(args[:1])} failed:\n{done.stderr[-2000:]}")
     _, code, torch_loaded, kb = line.split()
     return {"exit_code": int(code), "torch_imported": torch_loaded == "True",
             "peak_rss_mb": round(int(kb) / 1024, 1)}  # fmt: skip

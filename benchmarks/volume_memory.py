@@ -14,8 +14,6 @@ ellipsoid. The volume and masks go to a temporary folder; writes OUT/volume_memo
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,16 +21,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from pipeline_speed import segment_process
+
+from automedseg import io
 
 SHAPE_XYZ = (512, 512, 300)
-# The child's VmHWM (peak RSS of its own memory map; ru_maxrss would include the parent's).
-CHILD = """
-import re, sys
-from automedseg.cli import main
-code = main(sys.argv[1:])
-status = open("/proc/self/status").read()
-print("RESULT", code, re.search(r"VmHWM:\\s+(\\d+)", status).group(1))
-"""
 
 
 def make_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float, float]]:
@@ -50,19 +43,15 @@ def make_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float, floa
 
 
 def run(volume: Path, box, out: Path, runtime: str, models: Path | None, threads: int) -> dict:
-    args = [sys.executable, "-c", CHILD, "segment", str(volume), "--out", str(out),
-            "--box", *map(str, box), "--slice", "150", "--no-progress",
-            "--runtime", runtime]  # fmt: skip
+    args = ["segment", str(volume), "--out", str(out), "--box", *map(str, box), "--slice", "150",
+            "--no-progress", "--runtime", runtime]  # fmt: skip
     if models is not None and runtime != "torch":
         args += ["--models", str(models)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     clock = time.perf_counter()
-    done = subprocess.run(args, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - clock
-    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT")), None)
-    if done.returncode != 0 or line is None or line.split()[1] != "0":
-        raise SystemExit(f"{runtime} failed: {done.stderr[-2000:]}")
-    return {"peak_rss_mb": round(int(line.split()[2]) / 1024, 1), "seconds": round(seconds, 1)}
+    row = segment_process(args, threads)
+    if row["exit_code"] != 0:
+        raise SystemExit(f"{runtime} failed with exit code {row['exit_code']}")
+    return {"peak_rss_mb": row["peak_rss_mb"], "seconds": round(time.perf_counter() - clock, 1)}
 
 
 def main(args: argparse.Namespace) -> None:
@@ -85,8 +74,6 @@ def main(args: argparse.Namespace) -> None:
             print(runtime, rows[runtime], file=sys.stderr)
     report = {"shape_xyz": SHAPE_XYZ, "dtype": "int16", "threads": args.threads, "runtimes": rows,
               "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
-    from automedseg import io
-
     io.write_json(out / "volume_memory.json", report)
     print(report)
 

@@ -70,7 +70,7 @@ def regions_of(mask: np.ndarray, min_pixels: float = 0) -> list[Region]:
     boxes, areas = stats["bounding_boxes"], stats["voxel_counts"]
     found = [(box, components[box] == index)
              for index, (box, area) in enumerate(zip(boxes, areas, strict=True))
-             if index > 0 and area > 0 and area >= min_pixels]  # fmt: skip
+             if index > 0 and area >= max(min_pixels, 1)]  # fmt: skip
     # in the order a row-by-row scan meets them (as scipy.ndimage.label numbers them)
     return sorted(found, key=lambda r: (r[0][0].start, r[0][1].start + int(np.argmax(r[1][0]))))
 
