@@ -15,9 +15,10 @@ from automedseg.pipeline import segment_plane
 from automedseg.pipeline.refine import agreements, refine, tight_boxes
 from automedseg.prompt import load_prompter
 from automedseg.prompt.backbone import BackboneNet, BackbonePrompter, build_net
-from automedseg.prompt.backbone_space import backbone_input, views
+from automedseg.prompt.backbone_space import backbone_input, combined, views
 from automedseg.prompt.components import ClassMaps, boxes_from_probabilities
 from automedseg.prompt.pretrained import MOBILENET_V2, PretrainedWeights
+from automedseg.resample import resize_bilinear
 from automedseg.types import Boxes, Segmentation
 from conftest import BoxFiller, write_disks
 
@@ -308,3 +309,17 @@ def test_the_mirrored_view_is_the_mirrored_plane_resized():
     assert batch.shape[0] == 2 and resized == same
     np.testing.assert_allclose(batch[0], backbone_input(plane, 64)[0][0], atol=0)
     np.testing.assert_allclose(batch[1], mirrored[0], atol=1e-5)
+
+
+def test_combined_averages_every_view_in_the_largest_members_space():
+    rng = np.random.default_rng(1)
+    small, large = rng.random((2, 2, 32, 32), np.float32), rng.random((2, 2, 64, 64), np.float32)
+    maps, target = combined([small, large], [(20, 30), (40, 60)])
+    views_in_target = [
+        resize_bilinear(small[0, :, :20, :30], (40, 60)),
+        resize_bilinear(small[1, :, :20, :30][:, :, ::-1], (40, 60)),
+        large[0, :, :40, :60],
+        large[1, :, :40, :60][:, :, ::-1],
+    ]
+    assert target == (40, 60) and maps.shape == (2, 40, 60)
+    np.testing.assert_allclose(maps, np.mean(views_in_target, axis=0), atol=1e-6)
