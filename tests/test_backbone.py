@@ -15,7 +15,7 @@ from automedseg.pipeline import segment_plane
 from automedseg.pipeline.refine import agreements, refine, tight_boxes
 from automedseg.prompt import load_prompter
 from automedseg.prompt.backbone import BackboneNet, BackbonePrompter, build_net
-from automedseg.prompt.backbone_space import backbone_input, combined, views
+from automedseg.prompt.backbone_space import backbone_input, combined, member_views, views
 from automedseg.prompt.components import ClassMaps, boxes_from_probabilities
 from automedseg.prompt.pretrained import MOBILENET_V2, PretrainedWeights
 from automedseg.resample import resize_bilinear
@@ -323,3 +323,12 @@ def test_combined_averages_every_view_in_the_largest_members_space():
     ]
     assert target == (40, 60) and maps.shape == (2, 40, 60)
     np.testing.assert_allclose(maps, np.mean(views_in_target, axis=0), atol=1e-6)
+
+
+def test_member_views_on_two_threads_are_the_views_in_member_order():
+    plane = np.random.default_rng(2).random((40, 90), np.float32)
+    parallel = member_views(plane, (64, 96), flip=True, workers=2)
+    for (batch, hw), size in zip(parallel, (64, 96), strict=True):
+        expected, same = views(plane, size, flip=True)
+        assert hw == same
+        np.testing.assert_array_equal(batch, expected)

@@ -25,7 +25,7 @@ import numpy as np
 from automedseg import __version__
 from automedseg.checkpoints import read_card
 from automedseg.errors import WeightsError
-from automedseg.prompt.backbone_space import combined, views
+from automedseg.prompt.backbone_space import combined, member_views
 from automedseg.prompt.base import card_propagation, card_refinement
 from automedseg.prompt.components import ClassMaps, FindsWithMaps, map_prompter_boxes
 from automedseg.resample import resize_bilinear
@@ -276,7 +276,7 @@ class OnnxBackbonePrompter(FindsWithMaps):
         return max(self.sizes)
 
     def maps(self, image: np.ndarray) -> ClassMaps:
-        inputs = [views(image, size, self.flip) for size in self.sizes]
+        inputs = member_views(image, self.sizes, self.flip, self.model.threads)
         names = [i["name"] for i in self.model.card["inputs"]]  # one per member
         logits = self.model.run(**{n: b for n, (b, _) in zip(names, inputs, strict=True)})
         averaged, hw = combined([sigmoid(x) for x in logits], [hw for _, hw in inputs])
