@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from automedseg.pipeline.propagate import Propagation, grow, mask_box
+from automedseg.pipeline.propagate import ENCODE_CHUNK, Propagation, grow, mask_box
 from automedseg.types import Boxes
 
 
@@ -218,3 +218,20 @@ def test_planes_with_boxes_are_encoded_together_once_and_the_result_is_the_same(
     np.testing.assert_array_equal(labels, plain_labels)
     assert batched.batches == [6]  # planes 3..8 at once
     assert batched.encodes == 4  # then planes 2 and 9 (the disk), 1 and 10 (gone), singly
+
+
+def test_a_prompter_reading_the_embedding_has_the_planes_encoded_in_chunks():
+    class EmbeddingFinder(OnePlaneFinder):
+        uses_embedding = True
+
+    volume = moving_disk()
+    boxes = {z: [(8, 8 + z, 16, 16 + z, 1, 0.9)] for z in range(3, 9)}
+    single = ThresholdSegmenter()
+    single.embedding = None
+    plain_labels, _ = Propagation(EmbeddingFinder(boxes), single).run(volume)
+    batched = BatchThresholdSegmenter()
+    batched.embedding = None
+    labels, _ = Propagation(EmbeddingFinder(boxes), batched).run(volume)
+    np.testing.assert_array_equal(labels, plain_labels)
+    assert batched.batches == [ENCODE_CHUNK, len(volume) - ENCODE_CHUNK]
+    assert single.encodes == len(volume) + 4 and batched.encodes == 4  # 2, 9, 1, 10 again

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +43,10 @@ from automedseg.intensity import UnitPlanes
 from automedseg.prompt.base import Prompter
 from automedseg.segment.base import BoxSegmenter
 from automedseg.types import Boxes, box_iou
+
+ENCODE_CHUNK = 8
+"""Planes encoded together for a prompter that reads the embedding (2 OpenVINO streams stay
+busy; 8 LiteMedSAM embeddings are 32 MB)."""
 
 
 @dataclass(frozen=True)
@@ -162,16 +166,7 @@ class Propagation:
                 for xyxy, label, score in zip(boxes.xyxy, boxes.labels, boxes.scores, strict=True)
             ]
         found = []
-        uses_embedding = getattr(self.prompter, "uses_embedding", False)
-        for z, plane in enumerate(self._planes):
-            if uses_embedding:
-                self._encode(z)
-                start = time.perf_counter()
-                boxes = self.prompter.find(plane, self.segmenter.embedding)
-            else:
-                start = time.perf_counter()
-                boxes = self.prompter.find(plane)
-            self._add("prompter", start)
+        for z, boxes in self._prompted():
             self._found[z] = list(zip(boxes.xyxy, boxes.labels.tolist(), strict=True))
             self._report("prompting", z + 1)
             if not self._found[z]:
@@ -182,20 +177,50 @@ class Propagation:
             ]
         return sorted(found, key=lambda c: -c[3])
 
+    def _prompted(self) -> Iterator[tuple[int, Boxes]]:
+        """(plane, the prompter's boxes there) for every plane in order. A prompter that reads
+        the segmenter's embedding has the planes encoded first, ``ENCODE_CHUNK`` at a time when
+        the segmenter can (``encode_many``: OpenVINO runs several planes at once)."""
+        if not getattr(self.prompter, "uses_embedding", False):
+            for z, plane in enumerate(self._planes):
+                start = time.perf_counter()
+                boxes = self.prompter.find(plane)
+                self._add("prompter", start)
+                yield z, boxes
+            return
+        chunk = min(ENCODE_CHUNK, self.max_states) if hasattr(self.segmenter, "encode_many") else 1
+        count = len(self._planes)
+        for first in range(0, count, chunk):
+            planes = {z: self._planes[z] for z in range(first, min(first + chunk, count))}
+            self._encode_together(planes)
+            for z, plane in planes.items():
+                self._encode(z)
+                start = time.perf_counter()
+                boxes = self.prompter.find(plane, self.segmenter.embedding)
+                self._add("prompter", start)
+                yield z, boxes
+
     def _encode_found(self) -> None:
         """Encode the planes where the prompter found boxes (the ones objects start from and
-        mostly run through) together, when the segmenter can (``encode_many``): OpenVINO runs
-        several planes at a time. At most ``max_states`` planes; the rest as reached."""
+        mostly run through) together, if not encoded yet. At most ``max_states`` planes; the
+        rest as reached."""
         wanted = [z for z in sorted(self._found) if self._found[z] and z not in self._states]
         wanted = wanted[: max(0, self.max_states - len(self._states))]
-        if len(wanted) < 2 or not hasattr(self.segmenter, "encode_many"):
+        self._encode_together({z: self._planes[z] for z in wanted})
+
+    def _encode_together(self, planes: dict[int, np.ndarray]) -> None:
+        """Encode ``planes`` (plane index → plane) in one ``encode_many`` call and keep their
+        states, when the segmenter can and there are at least two."""
+        if len(planes) < 2 or not hasattr(self.segmenter, "encode_many"):
             return
         start = time.perf_counter()
-        states = self.segmenter.encode_many([self._planes[z] for z in wanted])
+        states = self.segmenter.encode_many(list(planes.values()))
         self._add("encoder", start)
-        for z, state in zip(wanted, states, strict=True):
+        for z, state in zip(planes, states, strict=True):
             self._states[z] = state
-        self._encodings += len(wanted)
+        while len(self._states) > self.max_states:
+            self._states.popitem(last=False)
+        self._encodings += len(planes)
         self._report("segmenting", self._encodings)
 
     def _covered(self, objects, z, box, label) -> bool:
