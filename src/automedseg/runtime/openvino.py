@@ -120,6 +120,18 @@ class OpenVinoModel:
         return outputs  # type: ignore[return-value]
 
 
+def latency_config(precision: str, threads: int) -> dict[str, Any]:
+    """The CPU plugin's settings for one request at a time: ``precision`` ("bf16" or "f32"),
+    ``threads`` threads, one stream, no pinning."""
+    return {
+        "INFERENCE_PRECISION_HINT": precision,
+        "INFERENCE_NUM_THREADS": int(threads),
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+        "ENABLE_CPU_PINNING": False,
+    }
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -158,15 +170,10 @@ def load_openvino_model(
     if precision == "auto" and card.get("inference_precision") == "f32":
         precision = "f32"  # quantize measured bfloat16 outside the Dice budget for this model
     chosen = inference_precision(precision)
-    config = {
-        "INFERENCE_PRECISION_HINT": chosen,
-        "INFERENCE_NUM_THREADS": int(threads),
-        "NUM_STREAMS": 1,
-        "PERFORMANCE_HINT": "LATENCY",
-        "ENABLE_CPU_PINNING": False,
-    }
     try:
-        compiled = core().compile_model(core().read_model(xml, weights), "CPU", config)
+        compiled = core().compile_model(
+            core().read_model(xml, weights), "CPU", latency_config(chosen, threads)
+        )
     except Exception as error:  # OpenVINO raises RuntimeError subclasses of its own
         first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise WeightsError(f"OpenVINO cannot compile this model ({first})", xml) from None

@@ -194,9 +194,10 @@ class LiteMedSAMPredictor:
         self._resized_size = resized
 
     @torch.inference_mode()
-    def encode_many(self, images: list[np.ndarray], batch: int = 4) -> list[tuple]:
+    def encode_many(self, images: list[np.ndarray], batch: int = 1) -> list[tuple]:
         """The ``encoded()`` states of several images in [0, 1], encoded ``batch`` at a time
-        (a volume's planes); the current image is not changed."""
+        (a volume's planes); the current image is not changed. One at a time by default:
+        PyTorch on 2 threads here took 1.36 s per plane in batches of 4, 1.1 s one by one."""
         states = []
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
