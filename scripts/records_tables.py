@@ -3,10 +3,10 @@
     python scripts/records_tables.py --out runs/results_records.md
 
 Reads the JSON records the benchmarks wrote into benchmarks/records (``speed_<task>/``,
-``volume_memory/``, ``batch_cohort.json``, ``cpu_scaling.json``, ``serve_load.json``,
-``domain_check.json``, ``fuzz_readers.json``) and writes one Markdown section per record that
-exists; ``make compare`` appends it to docs/results.md. Nothing here is typed in: every
-figure is read from a record.
+``encoder_profile.json``, ``volume_memory/``, ``batch_cohort.json``, ``cpu_scaling.json``,
+``serve_load.json``, ``domain_check.json``, ``fuzz_readers.json``) and writes one Markdown
+section per record that exists; ``make compare`` appends it to docs/results.md. Nothing here
+is typed in: every figure is read from a record.
 """
 
 from __future__ import annotations
@@ -67,6 +67,30 @@ def volume_memory() -> list[str]:
     ]
     for name, row in record["runtimes"].items():
         lines.append(f"| {name} | {row['peak_rss_mb']} | {row['seconds']} | {row['dice']} |")
+    return [*lines, ""]
+
+
+def encoder_profile() -> list[str]:
+    record = _load(RECORDS / "encoder_profile.json")
+    if record is None:
+        return []
+    ov, gmacs = record["openvino"], record["gmacs"]
+    lines = [
+        f"### Where the image encoder's time goes ({record['threads']} threads)",
+        "",
+        f"`{record['command']}` ({record['date']}): LiteMedSAM's TinyViT encoder on one "
+        f"{record['input']} input is {gmacs['total']} GMAC; the shipped OpenVINO encoder "
+        f"({ov['recipe']}, {ov['precision']}) takes {ov['median_ms']} ms (median), "
+        f"{record['sustained_gmacs_per_s']} GMAC/s.",
+        "",
+        "| part | GMAC |",
+        "|---|---|",
+        *(f"| {part} | {value} |" for part, value in gmacs.items() if part != "total"),
+        "",
+        f"| OpenVINO layer type (one inference with counters, {ov['counted_ms']} ms) | ms |",
+        "|---|---|",
+        *(f"| {kind} | {ms} |" for kind, ms in ov["ms_by_layer_type"].items()),
+    ]
     return [*lines, ""]
 
 
@@ -199,7 +223,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     lines = ["## Speed, cohorts, the review app, trust", ""]
-    lines += speed() + volume_memory() + cohort() + serve() + domain() + fuzz()
+    lines += speed() + encoder_profile() + volume_memory() + cohort() + serve() + domain() + fuzz()
     args.out.write_text("\n".join(lines) + "\n")
 
 
