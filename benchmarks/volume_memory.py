@@ -8,7 +8,8 @@ Writes a synthetic int16 NIfTI (noise plus a bright ellipsoid spanning about 60 
 runs ``automedseg segment VOLUME --box ... --slice MIDDLE`` in a fresh process per runtime
 (``--runtimes``, default openvino, the shipped sets' runtime; int8 and openvino need
 ``--models``) and reports the child's peak RSS (VmHWM), wall time, and the Dice of the
-propagated mask against the ellipsoid. The volume and masks go to a temporary folder; writes OUT/volume_memory.json.
+propagated mask against the ellipsoid. The volume and masks go to a temporary folder;
+writes OUT/volume_memory.json.
 """
 
 from __future__ import annotations
