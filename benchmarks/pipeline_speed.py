@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from automedseg import io
+from automedseg.cli import limit_malloc_arenas
 from automedseg.data.datasets import find_cases, load_case
 from automedseg.intensity import to_unit_range
 from automedseg.pipeline import segment_image, segment_plane
@@ -108,6 +109,7 @@ def run_once(unit: np.ndarray, dims: int, models) -> tuple[float, dict[str, floa
 
 
 def main(args: argparse.Namespace) -> None:
+    limit_malloc_arenas()  # as `automedseg` itself runs
     torch.set_num_threads(args.threads)
     loaded, sizes = {}, {}
     for name in args.runtimes:
