@@ -319,3 +319,16 @@ def test_quantize_with_a_poor_calibration_folder_is_one_line_and_writes_nothing(
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "at least 12 readable images" in err and "found 5 (1 unreadable)" in err
     assert not out.exists()
+
+
+def test_with_masks_the_budget_counts_dice_lost_against_them_not_disagreement():
+    plane = np.zeros((20, 20), np.float32)
+    plane[5:15, 5:10], plane[5:15, 10:15] = 0.9, 0.6
+    truth = (plane > 0.5).astype(np.uint8)
+    boxes = FixedBoxes(Boxes.from_list([(4, 4, 16, 16)]))
+    reference = Runtime(ThresholdSegmenter(0.7), boxes)  # finds half of the truth
+    outputs = reference_outputs(reference, [plane])
+    better = measure(Runtime(ThresholdSegmenter(0.5), boxes), [plane], outputs, [truth])
+    assert better.same_box_dice < 0.7 and better.drop() < 0  # disagrees, but gains Dice
+    worse = measure(Runtime(ThresholdSegmenter(0.95), boxes), [plane], outputs, [truth])
+    assert worse.same_box_truth_drop == pytest.approx(2 * 50 / 150) and worse.drop() > 0.6

@@ -10,11 +10,15 @@ Both runtimes segment the same planes (2D images in [0, 1]). Per plane, three nu
 
 A plane where both find nothing scores 1; one finding something the other does not scores 0.
 No ground truth is needed, so any unlabelled calibration images serve. Where the planes have
-masks, the *truth drop* is also measured: the reference's automatic Dice against the masks
-minus the candidate's. It is the budget's measure for automatic prompts then, because
-agreement with float32 counts every box that flips near the score threshold as a loss although
-such flips go both ways against the truth (on Kvasir-SEG one plane in 16 whose box moved cost
-the INT8 encoder 0.015 of automatic Dice against float32).
+masks, the *truth drops* are also measured: the reference's Dice against the masks minus the
+candidate's, for its automatic pipeline and for the reference's boxes. They are the budget's
+measure then (the Dice drop a user sees, as the acceptance of a runtime is stated), because
+agreement with float32 counts every difference as a loss although differences go both ways
+against the truth: on Kvasir-SEG one plane in 16 whose box moved cost the INT8 encoder 0.015
+of automatic Dice against float32; on the larynx frames the bfloat16 encoder's same-box masks
+agreed with float32's at 0.965 only, yet its Dice against the masks did not drop, and on the
+validation videos it scored 0.702 / 0.856 (automatic / oracle) against 0.698 / 0.855 of the
+float32 OpenVINO set and 0.682 / 0.854 of PyTorch.
 """
 
 from __future__ import annotations
@@ -55,12 +59,15 @@ class Fidelity:
     planes: int
     truth_drop: float | None = None
     """Reference minus candidate mean automatic Dice against the masks (None without)."""
+    same_box_truth_drop: float | None = None
+    """Reference minus candidate mean Dice against the masks for the reference's boxes."""
 
     def drop(self) -> float:
-        """The larger Dice loss: same-box against the reference, and automatic against the
-        truth where there is one, else against the reference."""
-        auto = self.truth_drop if self.truth_drop is not None else 1.0 - self.auto_dice
-        return max(1.0 - self.same_box_dice, auto)
+        """The larger Dice loss, same-box and automatic: against the masks where the planes
+        have them, else against the reference."""
+        if self.truth_drop is not None and self.same_box_truth_drop is not None:
+            return max(self.same_box_truth_drop, self.truth_drop)
+        return max(1.0 - self.same_box_dice, 1.0 - self.auto_dice)
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -96,7 +103,8 @@ def measure(
 ) -> Fidelity:
     """The candidate against ``reference_outputs`` of the same planes (and their label maps
     ``truth``, when known)."""
-    same, auto, cosines, encoder_ms, total_ms, truth_drops = [], [], [], [], [], []
+    same, auto, cosines, encoder_ms, total_ms = [], [], [], [], []
+    truth_drops, same_truth_drops = [], []
     for i, (plane, (ref_seg, ref_embedding)) in enumerate(zip(planes, reference, strict=True)):
         times: dict[str, float] = {}
         clock = time.perf_counter()
@@ -111,12 +119,15 @@ def measure(
             )
         _ensure_encoded(candidate, plane, seg)
         cosines.append(_cosine(_embedding(candidate.segmenter), ref_embedding))
+        again = ref_seg.label_map()
         if len(ref_seg.boxes):
             masks = candidate.segmenter.predict(ref_seg.boxes.xyxy)
-            again = Segmentation(masks, ref_seg.boxes)
-            same.append(label_dice(again.label_map(), ref_seg.label_map()))
-        else:
-            same.append(1.0)
+            again = Segmentation(masks, ref_seg.boxes).label_map()
+        same.append(label_dice(again, ref_seg.label_map()))
+        if truth is not None:
+            same_truth_drops.append(
+                label_dice(ref_seg.label_map(), truth[i]) - label_dice(again, truth[i])
+            )
     return Fidelity(
         same_box_dice=float(np.mean(same)),
         auto_dice=float(np.mean(auto)),
@@ -126,6 +137,7 @@ def measure(
         total_ms=float(np.median(total_ms)),
         planes=len(planes),
         truth_drop=float(np.mean(truth_drops)) if truth is not None else None,
+        same_box_truth_drop=float(np.mean(same_truth_drops)) if truth is not None else None,
     )
 
 

@@ -502,7 +502,8 @@ def _line(f: Fidelity) -> str:
         f"same-box Dice {f.same_box_dice:.4f}, automatic Dice {f.auto_dice:.4f}, "
         f"embedding cosine >= {f.embedding_cosine:.4f}, encoder {f.encoder_ms:.0f} ms, "
         f"pipeline {f.total_ms:.0f} ms"
-        + ("" if f.truth_drop is None else f", Dice drop against the masks {f.truth_drop:+.4f}")
+        + ("" if f.truth_drop is None else f", Dice drop against the masks {f.truth_drop:+.4f} "
+           f"(automatic) / {f.same_box_truth_drop:+.4f} (same boxes)")
     )
 
 
