@@ -206,7 +206,8 @@ class Propagation:
         rest as reached."""
         wanted = [z for z in sorted(self._found) if self._found[z] and z not in self._states]
         wanted = wanted[: max(0, self.max_states - len(self._states))]
-        self._encode_together({z: self._planes[z] for z in wanted})
+        if len(wanted) >= 2 and hasattr(self.segmenter, "encode_many"):  # else read as reached
+            self._encode_together({z: self._planes[z] for z in wanted})
 
     def _encode_together(self, planes: dict[int, np.ndarray]) -> None:
         """Encode ``planes`` (plane index → plane) in one ``encode_many`` call and keep their
