@@ -197,7 +197,8 @@ class LiteMedSAMPredictor:
     def encode_many(self, images: list[np.ndarray], batch: int = 1) -> list[tuple]:
         """The ``encoded()`` states of several images in [0, 1], encoded ``batch`` at a time
         (a volume's planes); the current image is not changed. One at a time by default:
-        PyTorch on 2 threads here took 1.36 s per plane in batches of 4, 1.1 s one by one."""
+        on 2 threads here the encoder took 1.56 s per hippocampus plane in batches of 4 and
+        1.06 s one at a time (``benchmarks/pipeline_speed.py``, benchmarks/README.md)."""
         states = []
         for start in range(0, len(images), batch):
             chunk = images[start : start + batch]
