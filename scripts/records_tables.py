@@ -87,7 +87,8 @@ def encoder_profile() -> list[str]:
         "|---|---|",
         *(f"| {part} | {value} |" for part, value in gmacs.items() if part != "total"),
         "",
-        f"| OpenVINO layer type (one inference with counters, {ov['counted_ms']} ms) | ms |",
+        f"| OpenVINO layer type (kernel as OpenVINO names it; one inference with counters, "
+        f"{ov['counted_ms']} ms) | ms |",
         "|---|---|",
         *(f"| {kind} | {ms} |" for kind, ms in ov["ms_by_layer_type"].items()),
     ]
