@@ -235,3 +235,18 @@ def test_a_prompter_reading_the_embedding_has_the_planes_encoded_in_chunks():
     np.testing.assert_array_equal(labels, plain_labels)
     assert batched.batches == [ENCODE_CHUNK, len(volume) - ENCODE_CHUNK]
     assert single.encodes == len(volume) + 4 and batched.encodes == 4  # 2, 9, 1, 10 again
+
+
+def test_encoding_for_a_prompter_that_reads_the_embedding_is_reported_as_prompting():
+    class EmbeddingFinder(OnePlaneFinder):
+        uses_embedding = True
+
+    volume = moving_disk()
+    segmenter = BatchThresholdSegmenter()
+    segmenter.embedding = None
+    seen = []
+    finder = EmbeddingFinder({6: [(8, 12, 16, 20, 1, 0.9)]})
+    Propagation(finder, segmenter, on_progress=lambda *a: seen.append(a)).run(volume)
+    stages = [stage for stage, *_ in seen]
+    assert stages[: len(volume)] == ["prompting"] * len(volume)  # no second bar in between
+    assert [done for stage, done, _ in seen if stage == "prompting"] == list(range(1, 13))

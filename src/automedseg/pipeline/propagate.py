@@ -128,13 +128,15 @@ class Propagation:
     from the prompter's boxes there (a prompter good on every frame may need no following)."""
     on_progress: Callable[[str, int, int], None] | None = None
     """Called as (stage, planes done, planes in all) after each plane the prompter reads
-    ("prompting") and each plane encoded for the segmenter ("segmenting")."""
+    ("prompting") and each plane encoded for the segmenter ("segmenting"); the planes encoded
+    for a prompter that reads the embedding count as prompting."""
 
     def run(self, planes: np.ndarray | UnitPlanes) -> tuple[np.ndarray, list[TrackedObject]]:
         """(label map (Z, H, W), objects) for planes in [0, 1] along axis 0: an array, or
         ``UnitPlanes`` scaling each plane when it is read."""
         self._planes = planes
         self._encodings = 0
+        self._encoding_for_prompter = False
         self._encoded: int | None = None
         self._states: OrderedDict[int, object] = OrderedDict()
         self._found: dict[int, list[tuple[np.ndarray, int]]] = {}
@@ -190,15 +192,19 @@ class Propagation:
             return
         chunk = min(ENCODE_CHUNK, self.max_states) if hasattr(self.segmenter, "encode_many") else 1
         count = len(self._planes)
-        for first in range(0, count, chunk):
-            planes = {z: self._planes[z] for z in range(first, min(first + chunk, count))}
-            self._encode_together(planes)
-            for z, plane in planes.items():
-                self._encode(z)
-                start = time.perf_counter()
-                boxes = self.prompter.find(plane, self.segmenter.embedding)
-                self._add("prompter", start)
-                yield z, boxes
+        self._encoding_for_prompter = True  # one progress stage: "prompting"
+        try:
+            for first in range(0, count, chunk):
+                planes = {z: self._planes[z] for z in range(first, min(first + chunk, count))}
+                self._encode_together(planes)
+                for z, plane in planes.items():
+                    self._encode(z)
+                    start = time.perf_counter()
+                    boxes = self.prompter.find(plane, self.segmenter.embedding)
+                    self._add("prompter", start)
+                    yield z, boxes
+        finally:
+            self._encoding_for_prompter = False
 
     def _encode_found(self) -> None:
         """Encode the planes where the prompter found boxes (the ones objects start from and
@@ -314,6 +320,8 @@ class Propagation:
         return mask
 
     def _report(self, stage: str, done: int) -> None:
+        if stage == "segmenting" and self._encoding_for_prompter:
+            return  # part of prompting: two alternating stages would make two jumpy bars
         if self.on_progress is not None:
             self.on_progress(stage, done, len(self._planes))
 
