@@ -196,7 +196,8 @@ class Propagation:
         try:
             for first in range(0, count, chunk):
                 planes = {z: self._planes[z] for z in range(first, min(first + chunk, count))}
-                self._encode_together(planes)
+                if chunk > 1:
+                    self._encode_together(planes)
                 for z, plane in planes.items():
                     self._encode(z)
                     start = time.perf_counter()
@@ -216,10 +217,8 @@ class Propagation:
             self._encode_together({z: self._planes[z] for z in wanted})
 
     def _encode_together(self, planes: dict[int, np.ndarray]) -> None:
-        """Encode ``planes`` (plane index → plane) in one ``encode_many`` call and keep their
-        states, when the segmenter can and there are at least two."""
-        if len(planes) < 2 or not hasattr(self.segmenter, "encode_many"):
-            return
+        """Encode ``planes`` (plane index → plane) in one ``encode_many`` call of the segmenter
+        and keep their states."""
         start = time.perf_counter()
         states = self.segmenter.encode_many(list(planes.values()))
         self._add("encoder", start)
