@@ -3,8 +3,8 @@
     python scripts/records_tables.py --out runs/results_records.md
 
 Reads the JSON records the benchmarks wrote into benchmarks/records (``speed_<task>/``,
-``encoder_profile.json``, ``volume_memory/``, ``batch_cohort.json``, ``cpu_scaling.json``,
-``serve_load.json``, ``domain_check.json``, ``fuzz_readers.json``) and writes one Markdown
+``encoder_profile.json``, ``encoder_pruning.json``, ``volume_memory/``, ``batch_cohort.json``,
+``cpu_scaling.json``, ``serve_load.json``, ``domain_check.json``, ``fuzz_readers.json``) and writes one Markdown
 section per record that exists; ``make compare`` appends it to docs/results.md. Nothing here
 is typed in: every figure is read from a record.
 """
@@ -91,6 +91,25 @@ def encoder_profile() -> list[str]:
         f"{ov['counted_ms']} ms) | ms |",
         "|---|---|",
         *(f"| {kind} | {ms} |" for kind, ms in ov["ms_by_layer_type"].items()),
+    ]
+    return [*lines, ""]
+
+
+def encoder_pruning() -> list[str]:
+    record = _load(RECORDS / "encoder_pruning.json")
+    if record is None:
+        return []
+    lines = [
+        f"### A pruned encoder: how fast, how far from the original ({record['threads']} threads)",
+        "",
+        f"`{record['command']}` ({record['date']}): TinyViT with transformer blocks removed, "
+        f"converted to OpenVINO ({record['precision']}), all variants timed in turn; the cosine "
+        "of each embedding to the unpruned one before any fine-tuning.",
+        "",
+        "| blocks kept | GMAC | median ms | cosine (mean, min) |",
+        "|---|---|---|---|",
+        *(f"| {name} | {row['gmacs']} | {row['median_ms']} | {row['cosine_mean']}, "
+          f"{row['cosine_min']} |" for name, row in record["variants"].items()),
     ]
     return [*lines, ""]
 
@@ -224,7 +243,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     lines = ["## Speed, cohorts, the review app, trust", ""]
-    lines += speed() + encoder_profile() + volume_memory() + cohort() + serve() + domain() + fuzz()
+    lines += speed() + encoder_profile() + encoder_pruning() + volume_memory()
+    lines += cohort() + serve() + domain() + fuzz()
     args.out.write_text("\n".join(lines) + "\n")
 
 
