@@ -4,9 +4,9 @@
 
 Reads the JSON records the benchmarks wrote into benchmarks/records (``speed_<task>/``,
 ``encoder_profile.json``, ``encoder_pruning.json``, ``volume_memory/``, ``batch_cohort.json``,
-``cpu_scaling.json``, ``serve_load.json``, ``domain_check.json``, ``fuzz_readers.json``) and writes one Markdown
-section per record that exists; ``make compare`` appends it to docs/results.md. Nothing here
-is typed in: every figure is read from a record.
+``cpu_scaling.json``, ``serve_load.json``, ``domain_check.json``, ``fuzz_readers.json``) and
+writes one Markdown section per record that exists; ``make compare`` appends it to
+docs/results.md. Nothing here is typed in: every figure is read from a record.
 """
 
 from __future__ import annotations
