@@ -67,6 +67,11 @@ class BackboneNet(nn.Module):
         self.classify = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = self.classify(self.decoded(image))
+        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+
+    def decoded(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, width, H / 4, W / 4): the decoder's features at stride 4, before the classifier."""
         taps, x = [], image
         for stage in self.stages:
             x = stage(x)
@@ -75,8 +80,7 @@ class BackboneNet(nn.Module):
         for i in range(len(taps) - 2, -1, -1):
             up = F.interpolate(top, size=taps[i].shape[-2:], mode="bilinear", align_corners=False)
             top = self.smooth[i](up + self.lateral[i](taps[i]))
-        logits = self.classify(top)
-        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return top
 
     def architecture(self) -> dict:
         return {"backbone": "mobilenet_v2", "num_classes": self.num_classes, "width": self.width}
