@@ -205,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="card (.json) of a fine-tuned LiteMedSAM part from `automedseg train segmenter`: "
         "the exported encoder and decoder include it",
     )
+    qu.add_argument(
+        "--student",
+        help="card (.json) of a distilled encoder from `automedseg train encoder`: tried as "
+        "one more encoder of the OpenVINO set, kept only within the budget",
+    )
 
     train = commands.add_parser("train", help="train a prompter or tune the segmenter on your data")
     what = train.add_subparsers(dest="what", required=True)
@@ -354,6 +359,29 @@ def build_parser() -> argparse.ArgumentParser:
     tq.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     _threads_option(tq)
 
+    te = what.add_parser(
+        "encoder",
+        help="distil a small, fast stand-in for LiteMedSAM's image encoder on your data",
+        description="Train an ImageNet MobileNetV2 with an FPN decoder to reproduce LiteMedSAM's "
+        "image embedding on a data set's training planes (the validation split is left out; "
+        "the teacher's embeddings are cached once in OUT/cache). Writes encoder.json + "
+        "encoder.safetensors, train/val case lists and train.log; `automedseg quantize "
+        "--student OUT/encoder.json` keeps it in the OpenVINO set only within the Dice budget.",
+    )
+    te.add_argument("--data", required=True, help="data set folder with manual masks")
+    te.add_argument("--out", required=True, help="output folder")
+    te.add_argument("--epochs", type=int, default=25, help="training epochs (default 25)")
+    te.add_argument("--width", type=int, default=128, help="FPN channels (default 128)")
+    te.add_argument(
+        "--val-split", dest="val_fraction", type=float, default=0.2,
+        help="share of cases held out for validation (default 0.2, as train prompter)",
+    )  # fmt: skip
+    te.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    te.add_argument("--limit", type=int, help="use only the first N cases")
+    te.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    te.add_argument("--task", help="task name recorded in the card")
+    _threads_option(te)
+
     td = what.add_parser(
         "domain",
         help="fit a task's input-domain check (flags inputs unlike its training images)",
@@ -490,8 +518,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tasks()
         if args.command == "train":
             run = {"prompter": _train_prompter, "segmenter": _train_segmenter,
-                   "propagation": _train_propagation,
-                   "domain": _train_domain}[args.what]  # fmt: skip
+                   "propagation": _train_propagation, "domain": _train_domain,
+                   "encoder": _train_encoder}[args.what]  # fmt: skip
             return run(args)
         if args.command == "quantize":
             return _quantize(args)
@@ -677,6 +705,7 @@ def _quantize(args: argparse.Namespace) -> int:
         args.out, task=args.task, prompter_card=args.prompter, calib=args.calib,
         budget=args.budget, limit=args.images, threads=args.threads,
         segmenter_weights=args.segmenter_weights, runtimes=tuple(args.runtimes),
+        student=args.student,
     )  # fmt: skip
     for runtime in ("int8", "openvino"):
         if part := report.get(runtime):
@@ -776,6 +805,18 @@ def _train_domain(args: argparse.Namespace) -> int:
           f"{entry['fitted_on']['planes']} training planes; "
           f"{calibration['validation_flagged']:.1%} of {calibration['validation_cases']} "
           f"validation cases flagged (written into {task.folder / 'task.json'})")  # fmt: skip
+    return 0
+
+
+def _train_encoder(args: argparse.Namespace) -> int:
+    from automedseg.train.encoder import distil_encoder  # torch
+
+    card = distil_encoder(
+        args.data, args.out, epochs=args.epochs, width=args.width,
+        val_fraction=args.val_fraction, seed=args.seed, limit=args.limit,
+        threads=args.threads, resume=args.resume, task=args.task,
+    )  # fmt: skip
+    print(f"distilled encoder: {card}")
     return 0
 
 

@@ -139,6 +139,22 @@ def export_image_encoder(
     )
 
 
+def export_student_encoder(
+    student: nn.Module, path: str | Path, card: dict[str, Any], check_inputs: Sequence[Inputs]
+) -> Exported:
+    """A distilled stand-in for the image encoder (``train.encoder``, its ``card``): the same
+    input and output as ``export_image_encoder``'s, so it drops in where the encoder was."""
+    teacher = card.get("teacher", {})
+    source = {"model": "distilled encoder (automedseg train encoder)",
+              "student_sha256": card["sha256"],
+              "teacher": _litemedsam_source(teacher.get("sha256", PACKAGED_WEIGHTS_SHA256),
+                                            teacher.get("delta_sha256"))}  # fmt: skip
+    return export_module(
+        student, check_inputs[0], path, ENCODER, input_names=["image"],
+        output_names=["embedding"], check_inputs=check_inputs, source=source,
+    )  # fmt: skip
+
+
 def export_mask_decoder(
     model: LiteMedSAM,
     path: str | Path,

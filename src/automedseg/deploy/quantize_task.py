@@ -59,6 +59,8 @@ FLOAT32 = Recipe("float32", static=False, op_types=())
 """Not a quantization: the candidate that keeps a model in float32."""
 MATMULS = Recipe("openvino-int8-matmul", True, ("MatMul",))
 AS_CONVERTED = Recipe("openvino-float16-weights", False, ())
+STUDENT = Recipe("openvino-distilled-student", False, ())
+"""A distilled stand-in for the encoder (``train.encoder``), converted as above."""
 """An OpenVINO model as converted: float16 weights, computed in bfloat16 where the CPU can."""
 RECIPES: dict[str, tuple[Recipe, ...]] = {
     # Measured on Kvasir-SEG (runs/exp/quant.log, embedding cosine to float32): dynamic INT8
@@ -94,6 +96,7 @@ def quantize_task(
     recipes: dict[str, tuple[Recipe, ...]] | None = None,
     segmenter_weights: str | Path | None = None,
     runtimes: tuple[str, ...] = ("int8", "openvino"),
+    student: str | Path | None = None,
 ) -> dict[str, Any]:
     """Quantize the models of a shipped ``task`` or a trained head ``prompter_card``; returns
     the report (also written to OUT/quantization.json). ``budget``: the largest Dice drop
@@ -103,7 +106,9 @@ def quantize_task(
     export, so the encoder and decoder include it and the reference pipeline uses it; its
     SHA-256 goes into the exported models' cards and the report (default: the task's own
     delta, if it ships one). ``runtimes``: the sets to make, ``int8`` (ONNX Runtime) and/or
-    ``openvino``; the float32 ONNX export is made either way."""
+    ``openvino``; the float32 ONNX export is made either way. ``student``: the card of a
+    distilled encoder (``automedseg train encoder``), one more encoder candidate of the
+    OpenVINO set."""
     unknown = set(runtimes) - {"int8", "openvino"}
     if unknown or not runtimes:
         raise AutomedsegError(f"quantize makes int8 and/or openvino sets, not {sorted(unknown)}")
@@ -122,6 +127,9 @@ def quantize_task(
     if kind == "backbone":  # a separate network on the image: INT8 convolutions are not tried
         recipes["prompter"] = (FLOAT32,)
     planes = _planes(calib, card, limit)  # before the models load: a poor folder fails fast
+    if student is not None and "openvino" not in runtimes:
+        raise AutomedsegError("--student is an encoder of the OpenVINO set: add openvino to "
+                              "--runtimes")  # fmt: skip
     models = load_models(task_, runtime="torch", segmenter_weights=segmenter_weights)
     out = Path(out)
     _say(f"{len(planes.calibration)} calibration + {len(planes.held_out)} held-out planes "
@@ -152,6 +160,9 @@ def quantize_task(
             prompter, out / "onnx" / FILES["prompter"], card["sha256"], task=card.get("task")
         )
 
+    students = {}
+    if student is not None:
+        students["encoder"] = _export_student(student, delta_sha256, out, images)
     _say("running the float32 PyTorch pipeline on the held-out planes (the reference)")
     reference = reference_outputs(Runtime(predictor, prompter), planes.held_out)
     float32 = {m: out / "onnx" / f"{f}.json" for m, f in FILES.items()}
@@ -199,7 +210,7 @@ def quantize_task(
     }
     if "openvino" in runtimes:
         report["openvino"], ov_tried = _openvino_set(out, float32, feeds, planes, reference,
-                                                     budget, threads)  # fmt: skip
+                                                     budget, threads, students)  # fmt: skip
         report["candidates"] += ov_tried
     io.write_json(out / REPORT, report)
     _say(f"report {out / REPORT}")
@@ -256,7 +267,7 @@ def _int8_set(
 
 def _openvino_set(
     out: Path, float32: dict[str, Path], feeds: dict, planes: Planes, reference: list,
-    budget: float, threads: int,
+    budget: float, threads: int, students: dict[str, Path] | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:  # fmt: skip
     """OUT/openvino/: the float32 exports converted to OpenVINO IR (weights that stay in
     floating point stored as float16: half the disk), run in bfloat16 where the CPU has it.
@@ -264,7 +275,8 @@ def _openvino_set(
     and with NNCF INT8 MatMuls; then a backbone prompter with NNCF INT8 throughout; then the
     decoder with the same variants; each time the fastest within the budget (the smallest of
     those as fast) is kept, and the encoder and prompter are chosen again if the decoder
-    changed. Returns the report's ``openvino`` part and the candidates tried."""
+    changed. A distilled encoder in ``students`` (its float32 ONNX card) is one more encoder
+    candidate. Returns the report's ``openvino`` part and the candidates tried."""
     from automedseg.deploy import openvino
 
     precision = inference_precision("auto")
@@ -302,6 +314,9 @@ def _openvino_set(
     encoders.append((openvino.quantize_matmuls(
         chosen["encoder"], stem / "image_encoder-openvino-int8-matmul", feeds["encoder"][:16],
     ), MATMULS))  # fmt: skip
+    if students and "encoder" in students:
+        encoders.append((openvino.convert(students["encoder"], stem / "image_encoder-student",
+                                          half_weights=True), STUDENT))  # fmt: skip
     keep_best("encoder", encoders)
     prompters = []
     if read_card(chosen["prompter"])["model"] == BACKBONE:  # a CNN on the image: INT8 throughout
@@ -339,6 +354,25 @@ def _openvino_set(
     _say(f"openvino set: {_line(current)}; {part['mb']} MB; within budget: "
          f"{part['within_budget']}")  # fmt: skip
     return part, rows
+
+
+def _export_student(card_path: str | Path, delta_sha256: str | None, out: Path,
+                    images: list) -> Path:  # fmt: skip
+    """The distilled encoder of ``card_path`` as float32 ONNX (OUT/onnx/image_encoder-student);
+    refused when it learnt from another LiteMedSAM than the task runs (its delta)."""
+    from automedseg.train.encoder import load_student
+
+    student, card = load_student(card_path)
+    learnt_from = card.get("teacher", {}).get("delta_sha256")
+    if learnt_from != delta_sha256:
+        raise WeightsError(f"the distilled encoder learnt from LiteMedSAM with delta "
+                           f"{learnt_from}; the task runs with {delta_sha256}",
+                           card_path)  # fmt: skip
+    _say("exporting the distilled encoder to float32 ONNX")
+    exported = export.export_student_encoder(
+        student, out / "onnx" / "image_encoder-student", card, images
+    )
+    return exported.card_path
 
 
 def _float_variants(card: Path, stem: Path, precision: str) -> list[tuple[Path, Recipe]]:

@@ -1,0 +1,262 @@
+"""A small stand-in for LiteMedSAM's image encoder, distilled from it on a task's planes.
+
+LiteMedSAM's TinyViT encoder is 37.5 GMAC per plane, about three quarters of the pipeline's
+time on a CPU, and removing its blocks cannot make it fast enough
+(``benchmarks/encoder_pruning.py``). The student is the backbone prompter's ImageNet
+MobileNetV2 with its FPN decoder (``prompt.backbone``, stride-4 features of ``width``
+channels) and a head to the embedding's 256 channels: (1, 3, 256, 256) LiteMedSAM input →
+(1, 256, 64, 64) embedding, about 2.7 GMAC. The same prompt encoder and mask decoder read its
+embedding, so it drops in where the encoder was (``automedseg quantize --student``, which
+keeps it only within the Dice budget).
+
+Training (``distil_encoder``): the same train/validation split as every trainer (validation
+cases untouched); each training plane as LiteMedSAM reads it, and its left-right and up-down
+mirror images, with the teacher's embedding computed once into ``OUT/cache`` (the float32
+encoder compiled by OpenVINO, bfloat16 where the CPU has it: 0.5 s per plane and its two
+mirror images on 2 threads, against about 3 s in PyTorch); then mean squared error to those
+embeddings, AdamW with a one-cycle schedule, bfloat16 autocast where the CPU has it. A
+checkpoint every epoch (``OUT/last.pt``) resumes a stopped run; the cache resumes too.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from automedseg import io
+from automedseg.checkpoints import load_checkpoint, read_training_state, save_checkpoint
+from automedseg.data.datasets import LabelChoice
+from automedseg.data.planes import iter_planes
+from automedseg.errors import InputError, WeightsError
+from automedseg.prompt.backbone import BackboneNet, _conv, mobilenet_v2_features
+from automedseg.prompt.backbone_space import IMAGENET_MEAN, IMAGENET_STD
+from automedseg.prompt.pretrained import MOBILENET_V2
+from automedseg.runtime.transforms import preprocess
+from automedseg.segment.litemedsam import IMAGE_SIZE, PACKAGED_WEIGHTS_SHA256, load_litemedsam
+from automedseg.train.embeddings import split_data
+from automedseg.train.head import TrainLog
+
+KIND = "student_encoder"
+EMBEDDING = (256, 64, 64)
+VIEWS = 3
+"""Each plane, its left-right and its up-down mirror image."""
+
+
+class StudentEncoder(nn.Module):
+    """(B, 3, 256, 256) LiteMedSAM input in [0, 1] → (B, 256, 64, 64) embedding."""
+
+    def __init__(self, net: BackboneNet) -> None:
+        super().__init__()
+        self.net = net
+        self.head = nn.Sequential(_conv(net.width, EMBEDDING[0], 3),
+                                  nn.Conv2d(EMBEDDING[0], EMBEDDING[0], 1))  # fmt: skip
+        self.register_buffer("mean", torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(self.net.decoded((image - self.mean) / self.std))
+
+
+def build_student(width: int = 128, pretrained: bool = False) -> StudentEncoder:
+    """The student; ``pretrained``: its MobileNetV2 starts from the ImageNet weights."""
+    features = mobilenet_v2_features(MOBILENET_V2.state_dict() if pretrained else None)
+    return StudentEncoder(BackboneNet(features, num_classes=1, width=width))
+
+
+def load_student(card_path: str | Path) -> tuple[StudentEncoder, dict[str, Any]]:
+    """A distilled student and its card (``WeightsError`` for a card of another kind)."""
+    card, state = load_checkpoint(card_path)
+    if card.get("kind") != KIND:
+        raise WeightsError(f"not a distilled encoder card (kind {card.get('kind')!r})", card_path)
+    try:
+        student = build_student(int(card["architecture"]["width"]))
+        student.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        detail = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+        raise WeightsError(f"card and weights do not describe a distilled encoder: {detail}",
+                           card_path) from None  # fmt: skip
+    return student.eval(), card
+
+
+def teacher_encoder(threads: int) -> Any:
+    """LiteMedSAM's float32 image encoder compiled by OpenVINO (an ``openvino.CompiledModel``)."""
+    import openvino as ov
+
+    from automedseg.runtime.openvino import core, inference_precision, latency_config
+
+    encoder = load_litemedsam().image_encoder.eval()
+    example = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    converted = ov.convert_model(encoder, example_input=example)
+    config = latency_config(inference_precision("auto"), threads)
+    return core().compile_model(converted, "CPU", config)
+
+
+class Cache:
+    """OUT/cache: the training planes' LiteMedSAM inputs and the teacher's embeddings, float16
+    arrays on disk (``inputs.npy``, ``targets.npy``), ``VIEWS`` rows per plane, in the order
+    of ``planes.txt``; ``done.txt`` counts the planes written."""
+
+    def __init__(self, folder: Path, names: list[str]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, count = folder, len(names) * VIEWS
+        listed = folder / "planes.txt"
+        if listed.exists() and listed.read_text().split() != names:
+            raise InputError("the cache holds other planes (another data set or split); "
+                             "delete it or choose another --out", folder)  # fmt: skip
+        io.write_text(listed, "\n".join(names) + "\n")
+        mode = "r+" if (folder / "inputs.npy").exists() else "w+"
+        self.inputs = np.lib.format.open_memmap(folder / "inputs.npy", mode, np.float16,
+                                                (count, 3, IMAGE_SIZE, IMAGE_SIZE))  # fmt: skip
+        self.targets = np.lib.format.open_memmap(folder / "targets.npy", mode, np.float16,
+                                                 (count, *EMBEDDING))  # fmt: skip
+
+    @property
+    def done(self) -> int:
+        path = self.folder / "done.txt"
+        return int(path.read_text()) if path.exists() else 0
+
+    def mark(self, planes: int) -> None:
+        self.inputs.flush()
+        self.targets.flush()
+        io.write_text(self.folder / "done.txt", str(planes))
+
+
+def plane_name(plane: Any) -> str:
+    return plane.case_id if plane.index is None else f"{plane.case_id}#{plane.index}"
+
+
+def fill_cache(cache: Cache, planes: Iterator, count: int, teacher: Any, log: TrainLog) -> None:
+    """Write the planes not yet in the cache (of ``count``, streamed in the cache's order):
+    their inputs and the teacher's embeddings."""
+    start = cache.done
+    log(f"caching the teacher's embeddings of {count - start} planes × {VIEWS} views")
+    clock = time.perf_counter()
+    for index, plane in enumerate(planes):
+        if index < start:
+            continue
+        x = preprocess(plane.image)[0][0]
+        for view, array in enumerate((x, x[:, :, ::-1], x[:, ::-1, :])):
+            array = np.ascontiguousarray(array)[None]
+            cache.inputs[index * VIEWS + view] = array[0]
+            cache.targets[index * VIEWS + view] = teacher(array)[0][0]
+        if (index + 1) % 25 == 0 or index + 1 == count:
+            cache.mark(index + 1)
+            each = (time.perf_counter() - clock) / (index + 1 - start)
+            print(f"cache: {index + 1}/{count} planes ({each:.2f} s each)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+
+def train_epoch(student, optimizer, schedule, cache: Cache, batch: int, rng) -> float:
+    """One pass over the cache in a random order; the mean loss."""
+    student.train()
+    order, losses = rng.permutation(len(cache.inputs)), []
+    for step in range(len(order) // batch):
+        rows = np.sort(order[step * batch : (step + 1) * batch])
+        x = torch.from_numpy(cache.inputs[rows].astype(np.float32))
+        y = torch.from_numpy(cache.targets[rows].astype(np.float32))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            predicted = student(x)
+        loss = nn.functional.mse_loss(predicted.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def distil_encoder(
+    data: str | Path,
+    out: str | Path,
+    *,
+    epochs: int = 25,
+    batch_size: int = 8,
+    learning_rate: float = 2e-3,
+    width: int = 128,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    limit: int | None = None,
+    threads: int = 2,
+    resume: bool = False,
+    task: str | None = None,
+    teacher: Callable[[np.ndarray], list] | None = None,
+) -> Path:
+    """Distil the student on a data set's training planes; returns its card's path.
+    ``teacher``: (1, 3, 256, 256) input → [its (1, 256, 64, 64) embedding]; by default
+    LiteMedSAM's encoder on OpenVINO (``teacher_encoder``), compiled only if the cache needs it."""
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = TrainLog(out / "train.log")
+    split = split_data(data, out, val_fraction=val_fraction, seed=seed, limit=limit)
+
+    def planes() -> Iterator:  # read twice (names, then cache) rather than held in memory
+        return iter_planes(split.dataset, split.train_ids, empty_fraction=0.1, seed=seed)
+
+    names = [plane_name(p) for p in planes()]
+    if not names:
+        raise InputError("no training planes to distil on", data)
+    cache = Cache(out / "cache", names)
+    if cache.done < len(names):
+        fill_cache(cache, planes(), len(names), teacher or teacher_encoder(threads), log)
+    student = build_student(width, pretrained=True)
+    steps = len(cache.inputs) // batch_size
+    if steps == 0:
+        raise InputError(f"{len(names)} planes are too few for a batch of {batch_size}", data)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, learning_rate, epochs=epochs, steps_per_epoch=steps, pct_start=0.1
+    )
+    first = _resume(out / "last.pt", student, optimizer, schedule, log) if resume else 0
+    for epoch in range(first, epochs):
+        clock = time.perf_counter()
+        loss = train_epoch(student, optimizer, schedule, cache, batch_size,
+                           np.random.default_rng(seed + epoch))  # fmt: skip
+        log(f"epoch {epoch + 1}/{epochs}: loss {loss:.5f}, {time.perf_counter() - clock:.0f} s")
+        torch.save({"student": student.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "epoch": epoch + 1, "loss": loss},
+                   out / "last.pt")  # fmt: skip
+    card = {
+        "kind": KIND,
+        "task": task,
+        "architecture": {"backbone": "mobilenet_v2", "width": width},
+        "teacher": {
+            "name": "LiteMedSAM image encoder",
+            "sha256": PACKAGED_WEIGHTS_SHA256,
+            "delta_sha256": None,
+        },  # fmt: skip
+        "pretrained": MOBILENET_V2.record(),
+        "input": "LiteMedSAM's (1, 3, 256, 256) input; output its (1, 256, 64, 64) embedding",
+        "training": {
+            **split.record(val_fraction, seed, 0, LabelChoice(), limit),
+            "planes": len(names),
+            "views": VIEWS,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "loss": "mean squared error to the teacher's embedding",
+            "seconds_this_run": round(time.perf_counter() - started, 1),
+        },  # fmt: skip
+    }
+    path = save_checkpoint(out / "encoder.safetensors", student.state_dict(), card)
+    log(f"wrote {path}")
+    return path
+
+
+def _resume(path: Path, student, optimizer, schedule, log: TrainLog) -> int:
+    """Load ``path`` (if any) into the three; the number of epochs it had finished."""
+    if not path.exists():
+        return 0
+    state = read_training_state(path)
+    student.load_state_dict(state["student"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    log(f"resuming after epoch {state['epoch']}")
+    return int(state["epoch"])
