@@ -221,7 +221,8 @@ def load_models(
             parts["prompter"] = onnx.prompter.model
         sizes = {f"{name} ({runtime})": _model_mb(m.path) for name, m in parts.items()}
         engine = "OpenVINO" if runtime == "openvino" else "ONNX Runtime"
-        name = f"LiteMedSAM ({runtime}, {engine})"
+        distilled = "distilled" in str(onnx.predictor.encoder.card.get("source", {}).get("model"))
+        name = f"LiteMedSAM{' with a distilled encoder' * distilled} ({runtime}, {engine})"
         models = Models(onnx.prompter, onnx.predictor, runtime, resolved, None, None, sizes, name)
     else:
         models = _torch_models(
