@@ -3,10 +3,11 @@
     python scripts/records_tables.py --out runs/results_records.md
 
 Reads the JSON records the benchmarks wrote into benchmarks/records (``speed_<task>/``,
-``encoder_profile.json``, ``encoder_pruning.json``, ``volume_memory/``, ``batch_cohort.json``,
-``cpu_scaling.json``, ``serve_load.json``, ``domain_check.json``, ``fuzz_readers.json``) and
-writes one Markdown section per record that exists; ``make compare`` appends it to
-docs/results.md. Nothing here is typed in: every figure is read from a record.
+``encoder_profile.json``, ``encoder_pruning.json``, ``encoder_distillation.json``,
+``volume_memory/``, ``batch_cohort.json``, ``cpu_scaling.json``, ``serve_load.json``,
+``domain_check.json``, ``fuzz_readers.json``) and writes one Markdown section per record that
+exists; ``make compare`` appends it to docs/results.md. Nothing here is typed in: every
+figure is read from a record.
 """
 
 from __future__ import annotations
@@ -110,6 +111,31 @@ def encoder_pruning() -> list[str]:
         "|---|---|---|---|",
         *(f"| {name} | {row['gmacs']} | {row['median_ms']} | {row['cosine_mean']}, "
           f"{row['cosine_min']} |" for name, row in record["variants"].items()),
+    ]
+    return [*lines, ""]
+
+
+def encoder_distillation() -> list[str]:
+    record = _load(RECORDS / "encoder_distillation.json")
+    if record is None:
+        return []
+    training, ms = record["student"]["training"], record["encoder_median_ms"]
+    lines = [
+        f"### A distilled encoder: LiteMedSAM's embedding from a MobileNetV2 "
+        f"({record['threads']} threads)",
+        "",
+        f"`{record['command']}` ({record['date']}): the student of `automedseg train encoder` "
+        f"({training['planes']} training planes of `{Path(training['data']).name}` × "
+        f"{training['views']} views, {training['epochs']} epochs) on the "
+        f"{record['validation_cases']} validation cases it never saw; Dice of LiteMedSAM's "
+        "masks from the manual masks' boxes on either embedding; both encoders on OpenVINO, "
+        "timed in turn.",
+        "",
+        "| encoder | embedding cosine to LiteMedSAM's | oracle-box Dice | median ms |",
+        "|---|---|---|---|",
+        f"| LiteMedSAM (TinyViT) | 1.0 | {record['oracle_dice_teacher']} | {ms['teacher']} |",
+        f"| distilled (MobileNetV2 + FPN) | {record['embedding_cosine_mean']} | "
+        f"{record['oracle_dice_student']} | {ms['student']} |",
     ]
     return [*lines, ""]
 
@@ -243,7 +269,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     lines = ["## Speed, cohorts, the review app, trust", ""]
-    lines += speed() + encoder_profile() + encoder_pruning() + volume_memory()
+    lines += speed() + encoder_profile() + encoder_pruning() + encoder_distillation()
+    lines += volume_memory()
     lines += cohort() + serve() + domain() + fuzz()
     args.out.write_text("\n".join(lines) + "\n")
 
