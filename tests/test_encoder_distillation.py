@@ -41,6 +41,7 @@ def test_distillation_trains_on_the_training_planes_and_resumes(tmp_path):
     card = json.loads(card_path.read_text())
     assert card["kind"] == "student_encoder" and card["architecture"]["width"] == 16
     assert card["training"]["planes"] == 4 and card["training"]["val_cases"] == 1
+    assert card["training"]["epoch_seconds"] > 0
     assert len(calls) == 4 * 3  # each training plane and its two mirror images, once
     held_out = (tmp_path / "out" / "val_cases.txt").read_text().split()
     cached = (tmp_path / "out" / "cache" / "planes.txt").read_text().split()
@@ -60,6 +61,8 @@ def test_distillation_trains_on_the_training_planes_and_resumes(tmp_path):
     assert "resuming after epoch 2" in (tmp_path / "out" / "train.log").read_text()
     with torch.inference_mode():
         assert torch.equal(load_student(again)[0](x), before)
+    resumed = json.loads(again.read_text())["training"]
+    assert resumed["epoch_seconds"] == card["training"]["epoch_seconds"]
 
 
 def test_a_cache_of_other_planes_is_refused(tmp_path):

@@ -214,16 +214,36 @@ def distil_encoder(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, learning_rate, epochs=epochs, steps_per_epoch=steps, pct_start=0.1
     )
-    first = _resume(out / "last.pt", student, optimizer, schedule, log) if resume else 0
+    first, seconds = (
+        _resume(out / "last.pt", student, optimizer, schedule, log) if resume else (0, [])
+    )
     for epoch in range(first, epochs):
         clock = time.perf_counter()
         loss = train_epoch(student, optimizer, schedule, cache, batch_size,
                            np.random.default_rng(seed + epoch))  # fmt: skip
-        log(f"epoch {epoch + 1}/{epochs}: loss {loss:.5f}, {time.perf_counter() - clock:.0f} s")
+        seconds.append(time.perf_counter() - clock)
+        log(f"epoch {epoch + 1}/{epochs}: loss {loss:.5f}, {seconds[-1]:.0f} s")
         torch.save({"student": student.state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "epoch": epoch + 1, "loss": loss},
-                   out / "last.pt")  # fmt: skip
-    card = {
+                    "schedule": schedule.state_dict(), "epoch": epoch + 1, "loss": loss,
+                    "epoch_seconds": seconds}, out / "last.pt")  # fmt: skip
+    training = {
+        **split.record(val_fraction, seed, 0, LabelChoice(), limit),
+        "planes": len(names), "views": VIEWS, "epochs": epochs, "batch_size": batch_size,
+        "learning_rate": learning_rate, "loss": "mean squared error to the teacher's embedding",
+        # every epoch's time when all were recorded (a run resumed from a checkpoint of an
+        # earlier version has not), and this run's time, caching included
+        "epoch_seconds": round(sum(seconds), 1) if len(seconds) == epochs else None,
+        "seconds_this_run": round(time.perf_counter() - started, 1),
+    }  # fmt: skip
+    path = save_checkpoint(
+        out / "encoder.safetensors", student.state_dict(), _card(task, width, training)
+    )
+    log(f"wrote {path}")
+    return path
+
+
+def _card(task: str | None, width: int, training: dict) -> dict:
+    return {
         "kind": KIND,
         "task": task,
         "architecture": {"backbone": "mobilenet_v2", "width": width},
@@ -234,29 +254,18 @@ def distil_encoder(
         },  # fmt: skip
         "pretrained": MOBILENET_V2.record(),
         "input": "LiteMedSAM's (1, 3, 256, 256) input; output its (1, 256, 64, 64) embedding",
-        "training": {
-            **split.record(val_fraction, seed, 0, LabelChoice(), limit),
-            "planes": len(names),
-            "views": VIEWS,
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "loss": "mean squared error to the teacher's embedding",
-            "seconds_this_run": round(time.perf_counter() - started, 1),
-        },  # fmt: skip
+        "training": training,
     }
-    path = save_checkpoint(out / "encoder.safetensors", student.state_dict(), card)
-    log(f"wrote {path}")
-    return path
 
 
-def _resume(path: Path, student, optimizer, schedule, log: TrainLog) -> int:
-    """Load ``path`` (if any) into the three; the number of epochs it had finished."""
+def _resume(path: Path, student, optimizer, schedule, log: TrainLog) -> tuple[int, list]:
+    """Load ``path`` (if any) into the three; the number of epochs it had finished and their
+    seconds (empty when its version did not record them)."""
     if not path.exists():
-        return 0
+        return 0, []
     state = read_training_state(path)
     student.load_state_dict(state["student"])
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     log(f"resuming after epoch {state['epoch']}")
-    return int(state["epoch"])
+    return int(state["epoch"]), [float(v) for v in state.get("epoch_seconds", [])]
