@@ -74,6 +74,16 @@ def test_a_cache_of_other_planes_is_refused(tmp_path):
                        teacher=pooled_teacher([]))  # fmt: skip
 
 
+def test_a_cache_of_another_teacher_is_refused(tmp_path):
+    write_disks(tmp_path / "data", n=5)
+    distil_encoder(tmp_path / "data", tmp_path / "out", epochs=1, width=16,
+                   teacher=pooled_teacher([]))  # fmt: skip
+    (tmp_path / "out" / "cache" / "teacher.txt").write_text("LiteMedSAM delta abc\n")
+    with pytest.raises(InputError, match="embeddings of another LiteMedSAM"):
+        distil_encoder(tmp_path / "data", tmp_path / "out", epochs=1, width=16,
+                       teacher=pooled_teacher([]))  # fmt: skip
+
+
 def test_a_card_of_another_kind_is_not_a_distilled_encoder(tmp_path):
     from automedseg.checkpoints import save_checkpoint
 

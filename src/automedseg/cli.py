@@ -380,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--limit", type=int, help="use only the first N cases")
     te.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     te.add_argument("--task", help="task name recorded in the card")
+    te.add_argument(
+        "--segmenter-weights",
+        help="the tuned LiteMedSAM delta the task runs with (its adapters change the "
+        "embedding the student learns), e.g. a shipped task's segmenter.json",
+    )
     _threads_option(te)
 
     td = what.add_parser(
@@ -815,6 +820,7 @@ def _train_encoder(args: argparse.Namespace) -> int:
         args.data, args.out, epochs=args.epochs, width=args.width,
         val_fraction=args.val_fraction, seed=args.seed, limit=args.limit,
         threads=args.threads, resume=args.resume, task=args.task,
+        segmenter_weights=args.segmenter_weights,
     )  # fmt: skip
     print(f"distilled encoder: {card}")
     return 0

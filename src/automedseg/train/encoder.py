@@ -31,7 +31,12 @@ import torch
 from torch import nn
 
 from automedseg import io
-from automedseg.checkpoints import load_checkpoint, read_training_state, save_checkpoint
+from automedseg.checkpoints import (
+    load_checkpoint,
+    read_card,
+    read_training_state,
+    save_checkpoint,
+)
 from automedseg.data.datasets import LabelChoice
 from automedseg.data.planes import iter_planes
 from automedseg.errors import InputError, WeightsError
@@ -85,13 +90,16 @@ def load_student(card_path: str | Path) -> tuple[StudentEncoder, dict[str, Any]]
     return student.eval(), card
 
 
-def teacher_encoder(threads: int) -> Any:
-    """LiteMedSAM's float32 image encoder compiled by OpenVINO (an ``openvino.CompiledModel``)."""
+def teacher_encoder(threads: int, delta: str | Path | None = None) -> Any:
+    """LiteMedSAM's float32 image encoder (with the fine-tuning ``delta`` card's adapters, if
+    given) compiled by OpenVINO (an ``openvino.CompiledModel``)."""
     import openvino as ov
 
     from automedseg.runtime.openvino import core, inference_precision, latency_config
+    from automedseg.segment.delta import tuned_litemedsam
 
-    encoder = load_litemedsam().image_encoder.eval()
+    model = tuned_litemedsam(delta) if delta is not None else load_litemedsam()
+    encoder = model.image_encoder.eval()
     example = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     converted = ov.convert_model(encoder, example_input=example)
     config = latency_config(inference_precision("auto"), threads)
@@ -103,14 +111,19 @@ class Cache:
     arrays on disk (``inputs.npy``, ``targets.npy``), ``VIEWS`` rows per plane, in the order
     of ``planes.txt``; ``done.txt`` counts the planes written."""
 
-    def __init__(self, folder: Path, names: list[str]) -> None:
+    def __init__(self, folder: Path, names: list[str], teacher: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, count = folder, len(names) * VIEWS
-        listed = folder / "planes.txt"
+        listed, learnt = folder / "planes.txt", folder / "teacher.txt"
         if listed.exists() and listed.read_text().split() != names:
             raise InputError("the cache holds other planes (another data set or split); "
                              "delete it or choose another --out", folder)  # fmt: skip
+        if listed.exists() and learnt.exists() and learnt.read_text().strip() != teacher:
+            raise InputError(f"the cache holds the embeddings of another LiteMedSAM "
+                             f"({learnt.read_text().strip()}, not {teacher}); delete it or "
+                             "choose another --out", folder)  # fmt: skip
         io.write_text(listed, "\n".join(names) + "\n")
+        io.write_text(learnt, teacher + "\n")
         mode = "r+" if (folder / "inputs.npy").exists() else "w+"
         self.inputs = np.lib.format.open_memmap(folder / "inputs.npy", mode, np.float16,
                                                 (count, 3, IMAGE_SIZE, IMAGE_SIZE))  # fmt: skip
@@ -187,10 +200,13 @@ def distil_encoder(
     resume: bool = False,
     task: str | None = None,
     teacher: Callable[[np.ndarray], list] | None = None,
+    segmenter_weights: str | Path | None = None,
 ) -> Path:
     """Distil the student on a data set's training planes; returns its card's path.
     ``teacher``: (1, 3, 256, 256) input → [its (1, 256, 64, 64) embedding]; by default
-    LiteMedSAM's encoder on OpenVINO (``teacher_encoder``), compiled only if the cache needs it."""
+    LiteMedSAM's encoder on OpenVINO (``teacher_encoder``), compiled only if the cache needs it.
+    ``segmenter_weights``: the card of the fine-tuning delta the task runs with (adapters change
+    the embedding): the teacher includes it and the card records its SHA-256."""
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,9 +219,13 @@ def distil_encoder(
     names = [plane_name(p) for p in planes()]
     if not names:
         raise InputError("no training planes to distil on", data)
-    cache = Cache(out / "cache", names)
+    delta_sha256 = (
+        None if segmenter_weights is None else str(read_card(segmenter_weights)["sha256"])
+    )
+    cache = Cache(out / "cache", names, f"LiteMedSAM delta {delta_sha256}")
     if cache.done < len(names):
-        fill_cache(cache, planes(), len(names), teacher or teacher_encoder(threads), log)
+        teacher = teacher or teacher_encoder(threads, segmenter_weights)
+        fill_cache(cache, planes(), len(names), teacher, log)
     student = build_student(width, pretrained=True)
     steps = len(cache.inputs) // batch_size
     if steps == 0:
@@ -236,13 +256,15 @@ def distil_encoder(
         "seconds_this_run": round(time.perf_counter() - started, 1),
     }  # fmt: skip
     path = save_checkpoint(
-        out / "encoder.safetensors", student.state_dict(), _card(task, width, training)
+        out / "encoder.safetensors",
+        student.state_dict(),
+        _card(task, width, training, delta_sha256),
     )
     log(f"wrote {path}")
     return path
 
 
-def _card(task: str | None, width: int, training: dict) -> dict:
+def _card(task: str | None, width: int, training: dict, delta_sha256: str | None) -> dict:
     return {
         "kind": KIND,
         "task": task,
@@ -250,7 +272,7 @@ def _card(task: str | None, width: int, training: dict) -> dict:
         "teacher": {
             "name": "LiteMedSAM image encoder",
             "sha256": PACKAGED_WEIGHTS_SHA256,
-            "delta_sha256": None,
+            "delta_sha256": delta_sha256,
         },  # fmt: skip
         "pretrained": MOBILENET_V2.record(),
         "input": "LiteMedSAM's (1, 3, 256, 256) input; output its (1, 256, 64, 64) embedding",
