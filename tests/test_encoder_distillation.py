@@ -37,7 +37,8 @@ def test_distillation_trains_on_the_training_planes_and_resumes(tmp_path):
     write_disks(tmp_path / "data", n=5)
     calls: list = []
     card_path = distil_encoder(tmp_path / "data", tmp_path / "out", epochs=2, width=16,
-                               val_fraction=0.2, teacher=pooled_teacher(calls))  # fmt: skip
+                               val_fraction=0.2, teacher=pooled_teacher(calls),
+                               progress=False)  # fmt: skip
     card = json.loads(card_path.read_text())
     assert card["kind"] == "student_encoder" and card["architecture"]["width"] == 16
     assert card["training"]["planes"] == 4 and card["training"]["val_cases"] == 1
@@ -56,7 +57,7 @@ def test_distillation_trains_on_the_training_planes_and_resumes(tmp_path):
     # resumed after the last epoch: nothing is encoded or trained again, the same weights
     again = distil_encoder(tmp_path / "data", tmp_path / "out", epochs=2, width=16,
                            val_fraction=0.2, resume=True,
-                           teacher=pooled_teacher(calls))  # fmt: skip
+                           teacher=pooled_teacher(calls), progress=False)  # fmt: skip
     assert len(calls) == 12
     assert "resuming after epoch 2" in (tmp_path / "out" / "train.log").read_text()
     with torch.inference_mode():
@@ -71,17 +72,17 @@ def test_a_cache_of_other_planes_is_refused(tmp_path):
     (tmp_path / "out" / "cache" / "planes.txt").write_text("someone_else\n")
     with pytest.raises(InputError, match="the cache holds other planes"):
         distil_encoder(tmp_path / "data", tmp_path / "out", epochs=1, width=16,
-                       teacher=pooled_teacher([]))  # fmt: skip
+                       teacher=pooled_teacher([]), progress=False)  # fmt: skip
 
 
 def test_a_cache_of_another_teacher_is_refused(tmp_path):
     write_disks(tmp_path / "data", n=5)
     distil_encoder(tmp_path / "data", tmp_path / "out", epochs=1, width=16,
-                   teacher=pooled_teacher([]))  # fmt: skip
+                   teacher=pooled_teacher([]), progress=False)  # fmt: skip
     (tmp_path / "out" / "cache" / "teacher.txt").write_text("LiteMedSAM delta abc\n")
     with pytest.raises(InputError, match="embeddings of another LiteMedSAM"):
         distil_encoder(tmp_path / "data", tmp_path / "out", epochs=1, width=16,
-                       teacher=pooled_teacher([]))  # fmt: skip
+                       teacher=pooled_teacher([]), progress=False)  # fmt: skip
 
 
 def test_a_card_of_another_kind_is_not_a_distilled_encoder(tmp_path):

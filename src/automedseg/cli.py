@@ -385,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the tuned LiteMedSAM delta the task runs with (its adapters change the "
         "embedding the student learns), e.g. a shipped task's segmenter.json",
     )
+    te.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     _threads_option(te)
 
     td = what.add_parser(
@@ -820,7 +821,7 @@ def _train_encoder(args: argparse.Namespace) -> int:
         args.data, args.out, epochs=args.epochs, width=args.width,
         val_fraction=args.val_fraction, seed=args.seed, limit=args.limit,
         threads=args.threads, resume=args.resume, task=args.task,
-        segmenter_weights=args.segmenter_weights,
+        segmenter_weights=args.segmenter_weights, progress=not args.no_progress,
     )  # fmt: skip
     print(f"distilled encoder: {card}")
     return 0

@@ -12,8 +12,8 @@ keeps it only within the Dice budget).
 Training (``distil_encoder``): the same train/validation split as every trainer (validation
 cases untouched); each training plane as LiteMedSAM reads it, and its left-right and up-down
 mirror images, with the teacher's embedding computed once into ``OUT/cache`` (the float32
-encoder compiled by OpenVINO, bfloat16 where the CPU has it: 0.5 s per plane and its two
-mirror images on 2 threads, against about 3 s in PyTorch); then mean squared error to those
+encoder compiled by OpenVINO, bfloat16 where the CPU has it: about 0.5 s per plane and its
+two mirror images on 2 threads, benchmarks/README.md); then mean squared error to those
 embeddings, AdamW with a one-cycle schedule, bfloat16 autocast where the CPU has it. A
 checkpoint every epoch (``OUT/last.pt``) resumes a stopped run; the cache resumes too.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -166,11 +166,18 @@ def fill_cache(cache: Cache, planes: Iterator, count: int, teacher: Any, log: Tr
                   file=sys.stderr, flush=True)  # fmt: skip
 
 
-def train_epoch(student, optimizer, schedule, cache: Cache, batch: int, rng) -> float:
-    """One pass over the cache in a random order; the mean loss."""
+def train_epoch(student, optimizer, schedule, cache: Cache, batch: int, rng,
+                progress: str | None = None) -> float:  # fmt: skip
+    """One pass over the cache in a random order; the mean loss. ``progress``: the label of
+    a progress bar over the batches (none if None)."""
     student.train()
     order, losses = rng.permutation(len(cache.inputs)), []
-    for step in range(len(order) // batch):
+    steps: Iterable[int] = range(len(order) // batch)
+    if progress is not None:
+        from tqdm import tqdm
+
+        steps = tqdm(steps, desc=progress, unit="batch", file=sys.stderr, leave=False)
+    for step in steps:
         rows = np.sort(order[step * batch : (step + 1) * batch])
         x = torch.from_numpy(cache.inputs[rows].astype(np.float32))
         y = torch.from_numpy(cache.targets[rows].astype(np.float32))
@@ -201,6 +208,7 @@ def distil_encoder(
     task: str | None = None,
     teacher: Callable[[np.ndarray], list] | None = None,
     segmenter_weights: str | Path | None = None,
+    progress: bool = True,
 ) -> Path:
     """Distil the student on a data set's training planes; returns its card's path.
     ``teacher``: (1, 3, 256, 256) input → [its (1, 256, 64, 64) embedding]; by default
@@ -240,7 +248,8 @@ def distil_encoder(
     for epoch in range(first, epochs):
         clock = time.perf_counter()
         loss = train_epoch(student, optimizer, schedule, cache, batch_size,
-                           np.random.default_rng(seed + epoch))  # fmt: skip
+                           np.random.default_rng(seed + epoch),
+                           f"epoch {epoch + 1}/{epochs}" if progress else None)  # fmt: skip
         seconds.append(time.perf_counter() - clock)
         log(f"epoch {epoch + 1}/{epochs}: loss {loss:.5f}, {seconds[-1]:.0f} s")
         torch.save({"student": student.state_dict(), "optimizer": optimizer.state_dict(),
