@@ -332,3 +332,21 @@ def test_with_masks_the_budget_counts_dice_lost_against_them_not_disagreement():
     assert better.same_box_dice < 0.7 and better.drop() < 0  # disagrees, but gains Dice
     worse = measure(Runtime(ThresholdSegmenter(0.95), boxes), [plane], outputs, [truth])
     assert worse.same_box_truth_drop == pytest.approx(2 * 50 / 150) and worse.drop() > 0.6
+
+
+def test_a_student_of_another_litemedsam_is_refused_before_the_exports(tmp_path):
+    from automedseg.checkpoints import save_checkpoint
+    from automedseg.deploy.quantize_task import quantize_task
+    from automedseg.train.encoder import build_student
+
+    _write_pngs(tmp_path / "calib", 12)
+    card = save_checkpoint(tmp_path / "s" / "encoder.safetensors", build_student(16).state_dict(),
+                           {"kind": "student_encoder", "architecture": {"width": 16},
+                            "teacher": {"delta_sha256": "ab" * 32}})  # fmt: skip
+    with pytest.raises(WeightsError, match="learnt from LiteMedSAM with delta abab"):
+        quantize_task(tmp_path / "out", task="polyp", calib=tmp_path / "calib", limit=12,
+                      runtimes=("openvino",), student=card)  # fmt: skip
+    assert not (tmp_path / "out" / "onnx" / "image_encoder.onnx").exists()
+    with pytest.raises(AutomedsegError, match="--student is an encoder of the OpenVINO set"):
+        quantize_task(tmp_path / "out", task="polyp", calib=tmp_path / "calib", limit=12,
+                      runtimes=("int8",), student=card)  # fmt: skip

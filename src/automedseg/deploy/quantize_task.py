@@ -59,9 +59,9 @@ FLOAT32 = Recipe("float32", static=False, op_types=())
 """Not a quantization: the candidate that keeps a model in float32."""
 MATMULS = Recipe("openvino-int8-matmul", True, ("MatMul",))
 AS_CONVERTED = Recipe("openvino-float16-weights", False, ())
+"""An OpenVINO model as converted: float16 weights, computed in bfloat16 where the CPU can."""
 STUDENT = Recipe("openvino-distilled-student", False, ())
 """A distilled stand-in for the encoder (``train.encoder``), converted as above."""
-"""An OpenVINO model as converted: float16 weights, computed in bfloat16 where the CPU can."""
 RECIPES: dict[str, tuple[Recipe, ...]] = {
     # Measured on Kvasir-SEG (runs/exp/quant.log, embedding cosine to float32): dynamic INT8
     # MatMul/Gemm 0.998 and the fastest; static QDQ MatMul/Gemm 0.994 and slower; adding Conv
@@ -146,6 +146,9 @@ def quantize_task(
         checks.append(predictor.embedding)
     _say("exporting float32 ONNX (checked against PyTorch)")
     images = [(torch.from_numpy(preprocess(p)[0]),) for p in planes.calibration[:2]]
+    students = {}  # first: a student of another LiteMedSAM fails before the long part
+    if student is not None:
+        students["encoder"] = _export_student(student, delta_sha256, out, images)
     export.export_image_encoder(
         model, out / "onnx" / FILES["encoder"], images, delta_sha256=delta_sha256
     )
@@ -160,9 +163,6 @@ def quantize_task(
             prompter, out / "onnx" / FILES["prompter"], card["sha256"], task=card.get("task")
         )
 
-    students = {}
-    if student is not None:
-        students["encoder"] = _export_student(student, delta_sha256, out, images)
     _say("running the float32 PyTorch pipeline on the held-out planes (the reference)")
     reference = reference_outputs(Runtime(predictor, prompter), planes.held_out)
     float32 = {m: out / "onnx" / f"{f}.json" for m, f in FILES.items()}
