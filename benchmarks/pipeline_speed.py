@@ -13,7 +13,8 @@ medians per stage and end to end per image (reading the file not included). With
 interleaved the same way; the figure is milliseconds per plane. Also per runtime: the
 speed-up against the first runtime (ratio of medians), the models' MB on disk, and the peak
 RSS of a fresh ``automedseg segment`` process on one input (its VmHWM; whether torch was
-imported). Threads are stated. Writes OUT/pipeline_speed.json and OUT/pipeline_speed.md.
+imported). Threads are stated. ``--model-set int8=DIR`` runs a runtime from a quantize output
+instead of the task's own set. Writes OUT/pipeline_speed.json and OUT/pipeline_speed.md.
 """
 
 from __future__ import annotations
@@ -48,12 +49,13 @@ print("RESULT", code, "torch" in sys.modules, re.search(r"VmHWM:\\s+(\\d+)", sta
 """
 
 
-def peak_rss(path: Path, task: str, runtime: str, threads: int) -> dict:
+def peak_rss(path: Path, task: str, runtime: str, threads: int, model_set: str | None) -> dict:
     """Peak RSS (MB) and whether torch was imported, for one `automedseg segment` process."""
+    extra = ["--model-set", model_set] if model_set else []
     with tempfile.TemporaryDirectory() as out:
         return segment_process(["segment", str(path), "--out", out, "--task", task,
-                                "--runtime", runtime, "--no-progress", "--threads", str(threads)],
-                               threads)  # fmt: skip
+                                "--runtime", runtime, "--no-progress", "--threads", str(threads),
+                                *extra], threads)  # fmt: skip
 
 
 def segment_process(args: list[str], threads: int) -> dict:
@@ -112,8 +114,10 @@ def main(args: argparse.Namespace) -> None:
     limit_malloc_arenas()  # as `automedseg` itself runs
     torch.set_num_threads(args.threads)
     loaded, sizes = {}, {}
+    model_sets = dict(entry.split("=", 1) for entry in args.model_set)
     for name in args.runtimes:
-        models = load_models(args.task, runtime=name, threads=args.threads)
+        models = load_models(args.task, runtime=name, threads=args.threads,
+                             model_set=model_sets.get(name))  # fmt: skip
         loaded[name] = models
         sizes[name] = sum(models.sizes_mb.values())
     dataset = find_cases(args.data, args.split)
@@ -145,7 +149,7 @@ def main(args: argparse.Namespace) -> None:
             f"speedup_vs_{first}": round(medians[first]["total"] / medians[name]["total"], 2),
             "models_mb": round(sizes[name], 1),
             "segmenter": loaded[name].segmenter_name,
-            **peak_rss(paths[0], args.task, name, args.threads),
+            **peak_rss(paths[0], args.task, name, args.threads, model_sets.get(name)),
         }
     unit = "plane" if dims == 3 else "image"
     result = {
@@ -190,5 +194,9 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runtimes", nargs="+", default=["torch", "int8", "openvino"])
+    parser.add_argument(
+        "--model-set", action="append", default=[], metavar="RUNTIME=DIR",
+        help="a quantize output to run RUNTIME from instead of the task's own (e.g. int8=DIR)",
+    )  # fmt: skip
     parser.add_argument("--out", required=True)
     main(parser.parse_args())
