@@ -385,6 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the tuned LiteMedSAM delta the task runs with (its adapters change the "
         "embedding the student learns), e.g. a shipped task's segmenter.json",
     )
+    te.add_argument(
+        "--mask-weight", type=float, default=0.0,
+        help="weight of a second loss: the masks LiteMedSAM's decoder draws from the "
+        "student's embedding against the teacher's, on jittered ground-truth boxes (default 0: "
+        "the embedding's mean squared error only; slower per epoch)",
+    )  # fmt: skip
+    te.add_argument("--start-from", help="card (.json) of a student to go on training from")
     te.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     _threads_option(te)
 
@@ -822,6 +829,7 @@ def _train_encoder(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, seed=args.seed, limit=args.limit,
         threads=args.threads, resume=args.resume, task=args.task,
         segmenter_weights=args.segmenter_weights, progress=not args.no_progress,
+        mask_weight=args.mask_weight, start_from=args.start_from,
     )  # fmt: skip
     print(f"distilled encoder: {card}")
     return 0

@@ -47,6 +47,7 @@ from automedseg.runtime.transforms import preprocess
 from automedseg.segment.litemedsam import IMAGE_SIZE, PACKAGED_WEIGHTS_SHA256, load_litemedsam
 from automedseg.train.embeddings import split_data
 from automedseg.train.head import TrainLog
+from automedseg.train.student_masks import Decoder, MaskTerm, frozen, read_boxes
 
 KIND = "student_encoder"
 EMBEDDING = (256, 64, 64)
@@ -96,10 +97,8 @@ def teacher_encoder(threads: int, delta: str | Path | None = None) -> Any:
     import openvino as ov
 
     from automedseg.runtime.openvino import core, inference_precision, latency_config
-    from automedseg.segment.delta import tuned_litemedsam
 
-    model = tuned_litemedsam(delta) if delta is not None else load_litemedsam()
-    encoder = model.image_encoder.eval()
+    encoder = _litemedsam(delta).image_encoder.eval()
     example = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     converted = ov.convert_model(encoder, example_input=example)
     config = latency_config(inference_precision("auto"), threads)
@@ -167,9 +166,9 @@ def fill_cache(cache: Cache, planes: Iterator, count: int, teacher: Any, log: Tr
 
 
 def train_epoch(student, optimizer, schedule, cache: Cache, batch: int, rng,
-                progress: str | None = None) -> float:  # fmt: skip
+                progress: str | None = None, masks: MaskTerm | None = None) -> float:  # fmt: skip
     """One pass over the cache in a random order; the mean loss. ``progress``: the label of
-    a progress bar over the batches (none if None)."""
+    a progress bar over the batches (none if None); ``masks``: the mask term, if any."""
     student.train()
     order, losses = rng.permutation(len(cache.inputs)), []
     steps: Iterable[int] = range(len(order) // batch)
@@ -183,7 +182,10 @@ def train_epoch(student, optimizer, schedule, cache: Cache, batch: int, rng,
         y = torch.from_numpy(cache.targets[rows].astype(np.float32))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             predicted = student(x)
+            extra = None if masks is None else masks(predicted, y, rows, rng)
         loss = nn.functional.mse_loss(predicted.float(), y)
+        if extra is not None:
+            loss = loss + extra
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -209,12 +211,18 @@ def distil_encoder(
     teacher: Callable[[np.ndarray], list] | None = None,
     segmenter_weights: str | Path | None = None,
     progress: bool = True,
+    mask_weight: float = 0.0,
+    start_from: str | Path | None = None,
+    decoder: Decoder | None = None,
 ) -> Path:
     """Distil the student on a data set's training planes; returns its card's path.
     ``teacher``: (1, 3, 256, 256) input → [its (1, 256, 64, 64) embedding]; by default
     LiteMedSAM's encoder on OpenVINO (``teacher_encoder``), compiled only if the cache needs it.
     ``segmenter_weights``: the card of the fine-tuning delta the task runs with (adapters change
-    the embedding): the teacher includes it and the card records its SHA-256."""
+    the embedding): the teacher includes it and the card records its SHA-256. ``mask_weight``
+    > 0 adds the mask term (``train.student_masks``) with that weight, decoded by ``decoder``
+    (by default the task's frozen LiteMedSAM). ``start_from``: the card of a student to go on
+    training (its width; distilled from the same LiteMedSAM) instead of ImageNet's weights."""
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,11 +238,15 @@ def distil_encoder(
     delta_sha256 = (
         None if segmenter_weights is None else str(read_card(segmenter_weights)["sha256"])
     )
+    student, width, origin = _first_student(start_from, width, delta_sha256)
     cache = Cache(out / "cache", names, f"LiteMedSAM delta {delta_sha256}")
     if cache.done < len(names):
         teacher = teacher or teacher_encoder(threads, segmenter_weights)
         fill_cache(cache, planes(), len(names), teacher, log)
-    student = build_student(width, pretrained=True)
+    masks = None
+    if mask_weight > 0:
+        boxes = read_boxes(cache.folder, planes(), len(names))
+        masks = MaskTerm(decoder or frozen(_litemedsam(segmenter_weights)), boxes, mask_weight)
     steps = len(cache.inputs) // batch_size
     if steps == 0:
         raise InputError(f"{len(names)} planes are too few for a batch of {batch_size}", data)
@@ -249,7 +261,8 @@ def distil_encoder(
         clock = time.perf_counter()
         loss = train_epoch(student, optimizer, schedule, cache, batch_size,
                            np.random.default_rng(seed + epoch),
-                           f"epoch {epoch + 1}/{epochs}" if progress else None)  # fmt: skip
+                           f"epoch {epoch + 1}/{epochs}" if progress else None,
+                           masks)  # fmt: skip
         seconds.append(time.perf_counter() - clock)
         log(f"epoch {epoch + 1}/{epochs}: loss {loss:.5f}, {seconds[-1]:.0f} s")
         torch.save({"student": student.state_dict(), "optimizer": optimizer.state_dict(),
@@ -258,7 +271,9 @@ def distil_encoder(
     training = {
         **split.record(val_fraction, seed, 0, LabelChoice(), limit),
         "planes": len(names), "views": VIEWS, "epochs": epochs, "batch_size": batch_size,
-        "learning_rate": learning_rate, "loss": "mean squared error to the teacher's embedding",
+        "learning_rate": learning_rate, "loss": "mean squared error to the teacher's embedding"
+        + ("" if masks is None else " + mask_weight × the mask term (train.student_masks)"),
+        "mask_weight": mask_weight, "started_from_sha256": origin,
         # every epoch's time when all were recorded (a run resumed from a checkpoint of an
         # earlier version has not), and this run's time, caching included
         "epoch_seconds": round(sum(seconds), 1) if len(seconds) == epochs else None,
@@ -271,6 +286,26 @@ def distil_encoder(
     )
     log(f"wrote {path}")
     return path
+
+
+def _litemedsam(segmenter_weights: str | Path | None) -> nn.Module:
+    from automedseg.segment.delta import tuned_litemedsam
+
+    return tuned_litemedsam(segmenter_weights) if segmenter_weights else load_litemedsam()
+
+
+def _first_student(start_from: str | Path | None, width: int,
+                   delta_sha256: str | None) -> tuple[StudentEncoder, int, str | None]:  # fmt: skip
+    """The student training starts from: ImageNet's MobileNetV2, or the student of card
+    ``start_from`` (refused if distilled from another LiteMedSAM); its width, its SHA-256."""
+    if start_from is None:
+        return build_student(width, pretrained=True), width, None
+    student, card = load_student(start_from)
+    if card["teacher"]["delta_sha256"] != delta_sha256:
+        raise InputError(f"this student learnt another LiteMedSAM (delta "
+                         f"{card['teacher']['delta_sha256']}, not {delta_sha256}); pass the "
+                         "--segmenter-weights it was distilled with", start_from)  # fmt: skip
+    return student, int(card["architecture"]["width"]), str(card["sha256"])
 
 
 def _card(task: str | None, width: int, training: dict, delta_sha256: str | None) -> dict:
