@@ -392,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the embedding's mean squared error only; slower per epoch)",
     )  # fmt: skip
     te.add_argument("--start-from", help="card (.json) of a student to go on training from")
+    te.add_argument("--lr", dest="learning_rate", type=float, default=2e-3,
+                    help="peak of the one-cycle schedule (default 2e-3)")  # fmt: skip
     te.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     _threads_option(te)
 
@@ -830,6 +832,7 @@ def _train_encoder(args: argparse.Namespace) -> int:
         threads=args.threads, resume=args.resume, task=args.task,
         segmenter_weights=args.segmenter_weights, progress=not args.no_progress,
         mask_weight=args.mask_weight, start_from=args.start_from,
+        learning_rate=args.learning_rate,
     )  # fmt: skip
     print(f"distilled encoder: {card}")
     return 0
