@@ -391,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
         "student's embedding against the teacher's, on jittered ground-truth boxes (default 0: "
         "the embedding's mean squared error only; slower per epoch)",
     )  # fmt: skip
+    te.add_argument("--head", help="the task's head prompter card (prompter.json of kind head): "
+                    "its class maps from the student's embedding learn those from the "
+                    "teacher's (a loss of weight --head-weight)")  # fmt: skip
+    te.add_argument("--head-weight", type=float, default=1.0,
+                    help="weight of the head's loss (default 1)")  # fmt: skip
     te.add_argument("--start-from", help="card (.json) of a student to go on training from")
     te.add_argument("--lr", dest="learning_rate", type=float, default=2e-3,
                     help="peak of the one-cycle schedule (default 2e-3)")  # fmt: skip
@@ -832,7 +837,7 @@ def _train_encoder(args: argparse.Namespace) -> int:
         threads=args.threads, resume=args.resume, task=args.task,
         segmenter_weights=args.segmenter_weights, progress=not args.no_progress,
         mask_weight=args.mask_weight, start_from=args.start_from,
-        learning_rate=args.learning_rate,
+        learning_rate=args.learning_rate, head=args.head, head_weight=args.head_weight,
     )  # fmt: skip
     print(f"distilled encoder: {card}")
     return 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,20 @@ from automedseg.data.planes import iter_planes
 from automedseg.errors import InputError, WeightsError
 from automedseg.prompt.backbone import BackboneNet, _conv, mobilenet_v2_features
 from automedseg.prompt.backbone_space import IMAGENET_MEAN, IMAGENET_STD
+from automedseg.prompt.head import load_head_prompter
 from automedseg.prompt.pretrained import MOBILENET_V2
 from automedseg.runtime.transforms import preprocess
 from automedseg.segment.litemedsam import IMAGE_SIZE, PACKAGED_WEIGHTS_SHA256, load_litemedsam
 from automedseg.train.embeddings import split_data
 from automedseg.train.head import TrainLog
-from automedseg.train.student_masks import Decoder, MaskTerm, frozen, read_boxes
+from automedseg.train.student_terms import (
+    Decoder,
+    HeadTerm,
+    MaskTerm,
+    Term,
+    frozen,
+    read_boxes,
+)
 
 KIND = "student_encoder"
 EMBEDDING = (256, 64, 64)
@@ -166,9 +174,10 @@ def fill_cache(cache: Cache, planes: Iterator, count: int, teacher: Any, log: Tr
 
 
 def train_epoch(student, optimizer, schedule, cache: Cache, batch: int, rng,
-                progress: str | None = None, masks: MaskTerm | None = None) -> float:  # fmt: skip
+                progress: str | None = None, terms: Sequence[Term] = ()) -> float:  # fmt: skip
     """One pass over the cache in a random order; the mean loss. ``progress``: the label of
-    a progress bar over the batches (none if None); ``masks``: the mask term, if any."""
+    a progress bar over the batches (none if None); ``terms``: losses added to the
+    embedding's mean squared error (``train.student_terms``)."""
     student.train()
     order, losses = rng.permutation(len(cache.inputs)), []
     steps: Iterable[int] = range(len(order) // batch)
@@ -182,10 +191,11 @@ def train_epoch(student, optimizer, schedule, cache: Cache, batch: int, rng,
         y = torch.from_numpy(cache.targets[rows].astype(np.float32))
         with torch.autocast("cpu", dtype=torch.bfloat16):
             predicted = student(x)
-            extra = None if masks is None else masks(predicted, y, rows, rng)
+            extra = [term(predicted, y, rows, rng) for term in terms]
         loss = nn.functional.mse_loss(predicted.float(), y)
-        if extra is not None:
-            loss = loss + extra
+        for added in extra:
+            if added is not None:
+                loss = loss + added
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -214,15 +224,19 @@ def distil_encoder(
     mask_weight: float = 0.0,
     start_from: str | Path | None = None,
     decoder: Decoder | None = None,
+    head: str | Path | None = None,
+    head_weight: float = 1.0,
 ) -> Path:
     """Distil the student on a data set's training planes; returns its card's path.
     ``teacher``: (1, 3, 256, 256) input → [its (1, 256, 64, 64) embedding]; by default
     LiteMedSAM's encoder on OpenVINO (``teacher_encoder``), compiled only if the cache needs it.
     ``segmenter_weights``: the card of the fine-tuning delta the task runs with (adapters change
     the embedding): the teacher includes it and the card records its SHA-256. ``mask_weight``
-    > 0 adds the mask term (``train.student_masks``) with that weight, decoded by ``decoder``
-    (by default the task's frozen LiteMedSAM). ``start_from``: the card of a student to go on
-    training (its width; distilled from the same LiteMedSAM) instead of ImageNet's weights."""
+    > 0 adds the mask term (``train.student_terms``) with that weight, decoded by ``decoder``
+    (by default the task's frozen LiteMedSAM). ``head``: the card of the task's head prompter,
+    whose class maps from the student's embedding learn those from the teacher's (weight
+    ``head_weight``). ``start_from``: the card of a student to go on training (its width;
+    distilled from the same LiteMedSAM) instead of ImageNet's weights."""
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -243,10 +257,13 @@ def distil_encoder(
     if cache.done < len(names):
         teacher = teacher or teacher_encoder(threads, segmenter_weights)
         fill_cache(cache, planes(), len(names), teacher, log)
-    masks = None
+    terms: list[Term] = []
     if mask_weight > 0:
         boxes = read_boxes(cache.folder, planes(), len(names))
-        masks = MaskTerm(decoder or frozen(_litemedsam(segmenter_weights)), boxes, mask_weight)
+        terms.append(MaskTerm(decoder or frozen(_litemedsam(segmenter_weights)), boxes,
+                              mask_weight))  # fmt: skip
+    if head is not None:
+        terms.append(HeadTerm(frozen(load_head_prompter(head).head), head_weight))
     steps = len(cache.inputs) // batch_size
     if steps == 0:
         raise InputError(f"{len(names)} planes are too few for a batch of {batch_size}", data)
@@ -262,7 +279,7 @@ def distil_encoder(
         loss = train_epoch(student, optimizer, schedule, cache, batch_size,
                            np.random.default_rng(seed + epoch),
                            f"epoch {epoch + 1}/{epochs}" if progress else None,
-                           masks)  # fmt: skip
+                           terms)  # fmt: skip
         seconds.append(time.perf_counter() - clock)
         log(f"epoch {epoch + 1}/{epochs}: loss {loss:.5f}, {seconds[-1]:.0f} s")
         torch.save({"student": student.state_dict(), "optimizer": optimizer.state_dict(),
@@ -272,8 +289,12 @@ def distil_encoder(
         **split.record(val_fraction, seed, 0, LabelChoice(), limit),
         "planes": len(names), "views": VIEWS, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "loss": "mean squared error to the teacher's embedding"
-        + ("" if masks is None else " + mask_weight × the mask term (train.student_masks)"),
+        + (" + mask_weight × the mask term" if mask_weight > 0 else "")
+        + (" + head_weight × the head term" if head is not None else "")
+        + (" (train.student_terms)" if terms else ""),
         "mask_weight": mask_weight, "started_from_sha256": origin,
+        "head_sha256": None if head is None else str(read_card(head)["sha256"]),
+        "head_weight": None if head is None else head_weight,
         # every epoch's time when all were recorded (a run resumed from a checkpoint of an
         # earlier version has not), and this run's time, caching included
         "epoch_seconds": round(sum(seconds), 1) if len(seconds) == epochs else None,

@@ -11,7 +11,7 @@ import torch
 
 from automedseg.errors import InputError
 from automedseg.train.encoder import distil_encoder
-from automedseg.train.student_masks import JITTER, MAX_BOXES, pick_boxes, plane_boxes
+from automedseg.train.student_terms import JITTER, MAX_BOXES, pick_boxes, plane_boxes
 from conftest import write_disks
 from test_encoder_distillation import pooled_teacher
 
@@ -113,3 +113,28 @@ def test_going_on_from_a_student_of_another_litemedsam_is_refused(tmp_path):
         distil_encoder(tmp_path / "data", tmp_path / "more", epochs=1, width=16,
                        teacher=pooled_teacher([]), progress=False,
                        start_from=card_path)  # fmt: skip
+
+
+def test_distillation_with_the_head_term(tmp_path):
+    from automedseg.checkpoints import save_checkpoint
+    from automedseg.prompt.head import EmbeddingHead
+    from automedseg.train.encoder import load_student
+
+    write_disks(tmp_path / "data", n=5)
+    torch.manual_seed(0)
+    head = EmbeddingHead(num_classes=1, width=8, depth=1)
+    card = {"kind": "head", "architecture": head.architecture(), "labels": {"1": "disk"},
+            "score_threshold": 0.5}  # fmt: skip
+    head_card = save_checkpoint(tmp_path / "head.safetensors", head.state_dict(), card)
+    students = {}
+    for name, extra in (("plain", {}), ("head", {"head": head_card, "head_weight": 50.0})):
+        torch.manual_seed(0)
+        card_path = distil_encoder(tmp_path / "data", tmp_path / name, epochs=1, width=16,
+                                   teacher=pooled_teacher([]), progress=False,
+                                   **extra)  # fmt: skip
+        students[name] = load_student(card_path)[0].state_dict()
+    training = json.loads(card_path.read_text())["training"]
+    assert "head term" in training["loss"] and training["head_weight"] == 50.0
+    assert training["head_sha256"] == json.loads(head_card.read_text())["sha256"]
+    # the same seed and data: only the head's loss makes the two students differ
+    assert any(not torch.equal(students["plain"][k], students["head"][k]) for k in students["head"])

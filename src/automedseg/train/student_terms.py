@@ -1,12 +1,17 @@
-"""The distilled encoder's second loss: the masks LiteMedSAM draws from its embedding.
+"""The distilled encoder's other losses: what the task's models read from its embedding.
 
-An embedding close to the teacher's in mean squared error can still move a mask's boundary:
-the mask decoder weighs some of the 256 channels far more than others. This loss prompts the
-task's frozen prompt encoder and mask decoder (fine-tuning delta included) with boxes around a
-training plane's ground-truth components, jittered as a prompter's would be, once on the
-student's embedding and once on the teacher's cached one, and takes the binary cross-entropy
-of the student's mask logits against the teacher's mask probabilities. The boxes of the
+**The mask term.** An embedding close to the teacher's in mean squared error can still move
+a mask's boundary: the mask decoder weighs some of the 256 channels far more than others.
+This loss prompts the task's frozen prompt encoder and mask decoder (fine-tuning delta
+included) with boxes around a training plane's ground-truth components, jittered as a
+prompter's would be, once on the student's embedding and once on the teacher's cached one,
+and takes the binary cross-entropy of the student's mask logits against the teacher's mask
+probabilities. The boxes of the
 training planes (never the validation split's) are read once into ``OUT/cache/boxes.npz``.
+
+**The head term.** A task whose prompter is a head on the embedding (``prompt.head``) finds
+its boxes from the embedding too: the binary cross-entropy of the frozen head's class maps
+from the student's embedding against its maps from the teacher's, on every row.
 """
 
 from __future__ import annotations
@@ -125,3 +130,24 @@ class MaskTerm:
                  rng: np.random.Generator) -> torch.Tensor | None:  # fmt: skip
         loss = mask_loss(self.decoder, predicted, target, self.boxes[cache_rows], rng, self.rows)
         return None if loss is None else self.weight * loss
+
+
+@dataclass
+class HeadTerm:
+    """``weight`` × the binary cross-entropy of a frozen head prompter's class logits from
+    the student's embedding against its class probabilities from the teacher's."""
+
+    head: nn.Module
+    weight: float
+
+    def __call__(self, predicted: torch.Tensor, target: torch.Tensor, cache_rows: np.ndarray,
+                 rng: np.random.Generator) -> torch.Tensor:  # fmt: skip
+        with torch.no_grad():
+            wanted = torch.sigmoid(self.head(target).float())
+        logits = self.head(predicted).float()
+        return self.weight * nn.functional.binary_cross_entropy_with_logits(logits, wanted)
+
+
+class Term(Protocol):
+    def __call__(self, predicted: torch.Tensor, target: torch.Tensor, cache_rows: np.ndarray,
+                 rng: np.random.Generator) -> torch.Tensor | None: ...  # fmt: skip
