@@ -4,6 +4,7 @@
 
 Reads the JSON records the benchmarks wrote into benchmarks/records (``speed_<task>/``,
 ``encoder_profile.json``, ``encoder_pruning.json``, ``encoder_distillation.json``,
+``quantize_<task>_student*.json`` and the shipped sets' ``quantization.json``,
 ``volume_memory/``, ``batch_cohort.json``, ``cpu_scaling.json``, ``serve_load.json``,
 ``domain_check.json``, ``fuzz_readers.json``) and writes one Markdown section per record that
 exists; ``make compare`` appends it to docs/results.md. Nothing here is typed in: every
@@ -140,6 +141,43 @@ def encoder_distillation() -> list[str]:
     return [*lines, ""]
 
 
+def student_verdicts() -> list[str]:
+    """Every distilled encoder ``quantize --student`` judged: the shipped sets' reports and the
+    reports of refused ones kept as ``quantize_<task>_student*.json``."""
+    reports = sorted(ROOT.glob("src/automedseg/models/*/quantization.json"))
+    reports += sorted(RECORDS.glob("quantize_*_student*.json"))
+    rows = []
+    for path in reports:
+        report = _load(path)
+        tried = [c for c in report.get("candidates", []) if c["recipe"].endswith("student")]
+        if not tried:
+            continue
+        student, budget = tried[-1], report["budget"]  # the last pass: the others chosen
+        within = max(student["truth_drop"], student["same_box_truth_drop"]) <= budget
+        rows.append(
+            f"| `{report['task']}` | {student['truth_drop']:+.4f} | "
+            f"{student['same_box_truth_drop']:+.4f} | {student['embedding_cosine']} | "
+            f"{student['encoder_ms']:.1f} | {student['total_ms']:.1f} | {budget} | "
+            f"{'yes' if within else 'no'} | `{path.relative_to(ROOT)}` |"
+        )
+    if not rows:
+        return []
+    return [
+        "### Distilled encoders judged by `quantize --student`",
+        "",
+        "Dice lost against the manual masks on the held-out calibration planes (training "
+        "split), with the task's prompter (automatic) and with the float32 pipeline's boxes "
+        "(same boxes), next to the float32 PyTorch pipeline; a student is a candidate only "
+        "when both are within the budget. Times as the quantize run measured them.",
+        "",
+        "| task | automatic drop | same-box drop | embedding cosine ≥ | encoder ms | pipeline ms "
+        "| budget | within | report |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def cohort() -> list[str]:
     record = _load(RECORDS / "batch_cohort.json")
     if record is None:
@@ -270,6 +308,7 @@ def main() -> None:
     args = parser.parse_args()
     lines = ["## Speed, cohorts, the review app, trust", ""]
     lines += speed() + encoder_profile() + encoder_pruning() + encoder_distillation()
+    lines += student_verdicts()
     lines += volume_memory()
     lines += cohort() + serve() + domain() + fuzz()
     args.out.write_text("\n".join(lines) + "\n")
