@@ -49,6 +49,7 @@ from automedseg.segment.litemedsam import IMAGE_SIZE, PACKAGED_WEIGHTS_SHA256, l
 from automedseg.train.embeddings import split_data
 from automedseg.train.head import TrainLog
 from automedseg.train.student_terms import (
+    VIEWS,
     Decoder,
     HeadTerm,
     MaskTerm,
@@ -59,8 +60,6 @@ from automedseg.train.student_terms import (
 
 KIND = "student_encoder"
 EMBEDDING = (256, 64, 64)
-VIEWS = 3
-"""Each plane, its left-right and its up-down mirror image."""
 
 
 class StudentEncoder(nn.Module):

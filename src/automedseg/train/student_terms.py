@@ -32,7 +32,7 @@ from automedseg.segment.model_space import IMAGE_SIZE
 MAX_BOXES = 8
 """Boxes kept per plane (its largest components)."""
 VIEWS = 3
-"""As the cache: each plane, its left-right and its up-down mirror image."""
+"""The cache's rows per plane: the plane, its left-right and its up-down mirror image."""
 JITTER = 0.1
 """Each box side moves by up to this share of the box's width or height."""
 
