@@ -252,6 +252,7 @@ def distil_encoder(
         None if segmenter_weights is None else str(read_card(segmenter_weights)["sha256"])
     )
     student, width, origin = _first_student(start_from, width, delta_sha256)
+    head_model = None if head is None else frozen(load_head_prompter(head).head)  # before caching
     cache = Cache(out / "cache", names, f"LiteMedSAM delta {delta_sha256}")
     if cache.done < len(names):
         teacher = teacher or teacher_encoder(threads, segmenter_weights)
@@ -261,8 +262,8 @@ def distil_encoder(
         boxes = read_boxes(cache.folder, planes(), len(names))
         terms.append(MaskTerm(decoder or frozen(_litemedsam(segmenter_weights)), boxes,
                               mask_weight))  # fmt: skip
-    if head is not None:
-        terms.append(HeadTerm(frozen(load_head_prompter(head).head), head_weight))
+    if head_model is not None:
+        terms.append(HeadTerm(head_model, head_weight))
     steps = len(cache.inputs) // batch_size
     if steps == 0:
         raise InputError(f"{len(names)} planes are too few for a batch of {batch_size}", data)
