@@ -43,7 +43,9 @@ class LiteMedSAM(nn.Module):
         self.mask_decoder = mask_decoder
 
     def decode(self, embedding: torch.Tensor, boxes_256: torch.Tensor) -> torch.Tensor:
-        """Mask logits (N, 1, 256, 256) for N boxes (N, 4) in 256-pixel space on one embedding."""
+        """Mask logits (N, 1, 256, 256) for N boxes (N, 4) in 256-pixel space, all on one
+        embedding (1, 256, 64, 64), or box i on embedding i of N (the mask decoder pairs them
+        when the counts match)."""
         sparse, dense = self.prompt_encoder(points=None, boxes=boxes_256[:, None, :], masks=None)
         logits, _ = self.mask_decoder(
             image_embeddings=embedding,

@@ -103,10 +103,15 @@ def mask_loss(
     if len(rows) == 0:
         return None
     index, prompts = torch.from_numpy(rows), torch.from_numpy(picked)
+    return matched(lambda e: decoder.decode(e, prompts), predicted[index], target[index])
+
+
+def matched(model, predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The binary cross-entropy of ``model``'s logits from the student's embeddings against
+    its probabilities from the teacher's (computed without gradients)."""
     with torch.no_grad():
-        wanted = torch.sigmoid(decoder.decode(target[index], prompts).float())
-    logits = decoder.decode(predicted[index], prompts).float()
-    return nn.functional.binary_cross_entropy_with_logits(logits, wanted)
+        wanted = torch.sigmoid(model(target).float())
+    return nn.functional.binary_cross_entropy_with_logits(model(predicted).float(), wanted)
 
 
 def frozen(model: nn.Module) -> nn.Module:
@@ -142,10 +147,7 @@ class HeadTerm:
 
     def __call__(self, predicted: torch.Tensor, target: torch.Tensor, cache_rows: np.ndarray,
                  rng: np.random.Generator) -> torch.Tensor:  # fmt: skip
-        with torch.no_grad():
-            wanted = torch.sigmoid(self.head(target).float())
-        logits = self.head(predicted).float()
-        return self.weight * nn.functional.binary_cross_entropy_with_logits(logits, wanted)
+        return self.weight * matched(self.head, predicted, target)
 
 
 class Term(Protocol):
