@@ -138,3 +138,20 @@ def test_distillation_with_the_head_term(tmp_path):
     assert training["head_sha256"] == json.loads(head_card.read_text())["sha256"]
     # the same seed and data: only the head's loss makes the two students differ
     assert any(not torch.equal(students["plain"][k], students["head"][k]) for k in students["head"])
+
+
+def test_the_mask_terms_boxes_surround_the_chosen_labels_only(tmp_path):
+    from types import SimpleNamespace
+
+    from automedseg.data.datasets import LabelChoice
+    from automedseg.train.student_terms import read_boxes
+
+    labels = square_labels()  # label 1: 50 × 20 px, label 2: 10 × 50 px
+    planes = [SimpleNamespace(labels=labels)]
+    every = read_boxes(tmp_path, iter(planes), 1)
+    assert (~np.isnan(every[0, :, 0])).sum() == 2
+    only_2 = read_boxes(tmp_path, iter(planes), 1, LabelChoice(keep=(2,)))  # not the stored
+    np.testing.assert_allclose(only_2[0, 0], [10, 140, 30, 240])
+    assert np.isnan(only_2[0, 1:]).all()
+    again = read_boxes(tmp_path, iter([]), 1, LabelChoice(keep=(2,)))  # stored for this choice
+    np.testing.assert_array_equal(again, only_2)

@@ -397,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--head-weight", type=float, default=1.0,
                     help="weight of the head's loss (default 1)")  # fmt: skip
     te.add_argument("--start-from", help="card (.json) of a student to go on training from")
+    _label_options(te, "draw the mask term's boxes around")
     te.add_argument("--lr", dest="learning_rate", type=float, default=2e-3,
                     help="peak of the one-cycle schedule (default 2e-3)")  # fmt: skip
     te.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -838,6 +839,7 @@ def _train_encoder(args: argparse.Namespace) -> int:
         segmenter_weights=args.segmenter_weights, progress=not args.no_progress,
         mask_weight=args.mask_weight, start_from=args.start_from,
         learning_rate=args.learning_rate, head=args.head, head_weight=args.head_weight,
+        labels=_label_choice(args),
     )  # fmt: skip
     print(f"distilled encoder: {card}")
     return 0

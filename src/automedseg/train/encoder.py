@@ -225,6 +225,7 @@ def distil_encoder(
     decoder: Decoder | None = None,
     head: str | Path | None = None,
     head_weight: float = 1.0,
+    labels: LabelChoice | None = None,
 ) -> Path:
     """Distil the student on a data set's training planes; returns its card's path.
     ``teacher``: (1, 3, 256, 256) input → [its (1, 256, 64, 64) embedding]; by default
@@ -235,7 +236,8 @@ def distil_encoder(
     (by default the task's frozen LiteMedSAM). ``head``: the card of the task's head prompter,
     whose class maps from the student's embedding learn those from the teacher's (weight
     ``head_weight``). ``start_from``: the card of a student to go on training (its width;
-    distilled from the same LiteMedSAM) instead of ImageNet's weights."""
+    distilled from the same LiteMedSAM) instead of ImageNet's weights. ``labels``: the mask
+    labels whose components the mask term's boxes surround (by default all)."""
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -259,7 +261,7 @@ def distil_encoder(
         fill_cache(cache, planes(), len(names), teacher, log)
     terms: list[Term] = []
     if mask_weight > 0:
-        boxes = read_boxes(cache.folder, planes(), len(names))
+        boxes = read_boxes(cache.folder, planes(), len(names), labels)
         terms.append(MaskTerm(decoder or frozen(_litemedsam(segmenter_weights)), boxes,
                               mask_weight))  # fmt: skip
     if head_model is not None:
@@ -286,7 +288,7 @@ def distil_encoder(
                     "schedule": schedule.state_dict(), "epoch": epoch + 1, "loss": loss,
                     "epoch_seconds": seconds}, out / "last.pt")  # fmt: skip
     training = {
-        **split.record(val_fraction, seed, 0, LabelChoice(), limit),
+        **split.record(val_fraction, seed, 0, labels or LabelChoice(), limit),
         "planes": len(names), "views": VIEWS, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "loss": "mean squared error to the teacher's embedding"
         + (" + mask_weight × the mask term" if mask_weight > 0 else "")

@@ -6,8 +6,8 @@ This loss prompts the task's frozen prompt encoder and mask decoder (fine-tuning
 included) with boxes around a training plane's ground-truth components, jittered as a
 prompter's would be, once on the student's embedding and once on the teacher's cached one,
 and takes the binary cross-entropy of the student's mask logits against the teacher's mask
-probabilities. The boxes of the
-training planes (never the validation split's) are read once into ``OUT/cache/boxes.npz``.
+probabilities. The boxes surround the components of the labels chosen (the task's); those of
+the training planes (never the validation split's) are read once into ``OUT/cache/boxes.npz``.
 
 **The head term.** A task whose prompter is a head on the embedding (``prompt.head``) finds
 its boxes from the embedding too: the binary cross-entropy of the frozen head's class maps
@@ -16,6 +16,7 @@ from the student's embedding against its maps from the teacher's, on every row.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from automedseg import io
+from automedseg.data.datasets import LabelChoice
 from automedseg.prompt.oracle import oracle_boxes
 from automedseg.segment.model_space import IMAGE_SIZE
 
@@ -59,18 +61,21 @@ def plane_boxes(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def read_boxes(folder: Path, planes: Iterator, count: int) -> np.ndarray:
-    """The boxes of the cache's rows, (count × VIEWS, MAX_BOXES, 4), kept in
-    ``folder``/boxes.npz: written from ``planes`` (their label maps, in the cache's order) the
-    first time, read afterwards."""
-    path = folder / "boxes.npz"
+def read_boxes(folder: Path, planes: Iterator, count: int,
+               labels: LabelChoice | None = None) -> np.ndarray:  # fmt: skip
+    """The boxes of the cache's rows, (count × VIEWS, MAX_BOXES, 4), around the components of
+    the ``labels`` chosen (the task's: a larynx frame's largest component is "other tissue"),
+    kept in ``folder``/boxes.npz: written from ``planes`` (their label maps, in the cache's
+    order) the first time or for another choice, read afterwards."""
+    labels = labels or LabelChoice()
+    path, choice = folder / "boxes.npz", json.dumps(labels.as_dict(), sort_keys=True)
     if path.exists():
-        boxes = io.read_arrays(path)["boxes"]
-        if len(boxes) == count * VIEWS:
-            return boxes
-    boxes = np.concatenate([plane_boxes(p.labels) for p in planes] or
+        stored = io.read_arrays(path)
+        if len(stored["boxes"]) == count * VIEWS and str(stored.get("labels", "")) == choice:
+            return stored["boxes"]
+    boxes = np.concatenate([plane_boxes(labels.apply(p.labels)) for p in planes] or
                            [np.empty((0, MAX_BOXES, 4), np.float32)])  # fmt: skip
-    io.write_arrays(path, {"boxes": boxes})
+    io.write_arrays(path, {"boxes": boxes, "labels": np.array(choice)})
     return boxes
 
 
