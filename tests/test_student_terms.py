@@ -155,3 +155,12 @@ def test_the_mask_terms_boxes_surround_the_chosen_labels_only(tmp_path):
     assert np.isnan(only_2[0, 1:]).all()
     again = read_boxes(tmp_path, iter([]), 1, LabelChoice(keep=(2,)))  # stored for this choice
     np.testing.assert_array_equal(again, only_2)
+
+
+def test_a_shipped_tasks_name_gives_the_labels_its_prompter_segments():
+    from automedseg.data.datasets import LabelChoice
+    from automedseg.train.encoder import task_labels
+
+    assert task_labels("larynx") == LabelChoice((1, 3), False)  # not 2, "other tissue"
+    assert task_labels("brain-tumour").merge
+    assert task_labels("my_own_task") == task_labels(None) == LabelChoice()

@@ -379,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     te.add_argument("--limit", type=int, help="use only the first N cases")
     te.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    te.add_argument("--task", help="task name recorded in the card")
+    te.add_argument("--task", help="task name recorded in the card; a shipped task's name also "
+                    "gives the mask term the labels its prompter segments")  # fmt: skip
     te.add_argument(
         "--segmenter-weights",
         help="the tuned LiteMedSAM delta the task runs with (its adapters change the "
@@ -839,7 +840,7 @@ def _train_encoder(args: argparse.Namespace) -> int:
         segmenter_weights=args.segmenter_weights, progress=not args.no_progress,
         mask_weight=args.mask_weight, start_from=args.start_from,
         learning_rate=args.learning_rate, head=args.head, head_weight=args.head_weight,
-        labels=_label_choice(args),
+        labels=_label_choice(args) if args.labels or args.merge_labels else None,
     )  # fmt: skip
     print(f"distilled encoder: {card}")
     return 0

@@ -46,6 +46,7 @@ from automedseg.prompt.head import load_head_prompter
 from automedseg.prompt.pretrained import MOBILENET_V2
 from automedseg.runtime.transforms import preprocess
 from automedseg.segment.litemedsam import IMAGE_SIZE, PACKAGED_WEIGHTS_SHA256, load_litemedsam
+from automedseg.tasks import shipped_tasks
 from automedseg.train.embeddings import split_data
 from automedseg.train.head import TrainLog
 from automedseg.train.student_terms import (
@@ -237,12 +238,14 @@ def distil_encoder(
     whose class maps from the student's embedding learn those from the teacher's (weight
     ``head_weight``). ``start_from``: the card of a student to go on training (its width;
     distilled from the same LiteMedSAM) instead of ImageNet's weights. ``labels``: the mask
-    labels whose components the mask term's boxes surround (by default all)."""
+    labels whose components the mask term's boxes surround (by default those the shipped
+    ``task``'s prompter was trained on, else all)."""
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = TrainLog(out / "train.log")
     split = split_data(data, out, val_fraction=val_fraction, seed=seed, limit=limit)
+    labels = labels or task_labels(task)
 
     def planes() -> Iterator:  # read twice (names, then cache) rather than held in memory
         return iter_planes(split.dataset, split.train_ids, empty_fraction=0.1, seed=seed)
@@ -288,7 +291,7 @@ def distil_encoder(
                     "schedule": schedule.state_dict(), "epoch": epoch + 1, "loss": loss,
                     "epoch_seconds": seconds}, out / "last.pt")  # fmt: skip
     training = {
-        **split.record(val_fraction, seed, 0, labels or LabelChoice(), limit),
+        **split.record(val_fraction, seed, 0, labels, limit),
         "planes": len(names), "views": VIEWS, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "loss": "mean squared error to the teacher's embedding"
         + (" + mask_weight × the mask term" if mask_weight > 0 else "")
@@ -309,6 +312,14 @@ def distil_encoder(
     )
     log(f"wrote {path}")
     return path
+
+
+def task_labels(task: str | None) -> LabelChoice:
+    """The labels a shipped task's prompter was trained on (all, for any other name)."""
+    shipped = shipped_tasks().get(task or "")
+    if shipped is None or shipped.prompter is None:
+        return LabelChoice()
+    return LabelChoice.of_record(read_card(shipped.prompter).get("training", {}))
 
 
 def _litemedsam(segmenter_weights: str | Path | None) -> nn.Module:
