@@ -24,7 +24,9 @@ import torch
 
 from automedseg import io
 from automedseg.evaluate.metrics import dice
-from automedseg.train.encoder import _litemedsam, load_student
+from automedseg.segment.delta import tuned_litemedsam
+from automedseg.segment.litemedsam import load_litemedsam
+from automedseg.train.encoder import load_student
 from automedseg.train.student_terms import frozen
 
 
@@ -64,7 +66,8 @@ def main() -> None:
     inputs = np.load(args.cache / "inputs.npy", mmap_mode="r")[rows].astype(np.float32)
     teacher = torch.from_numpy(np.load(args.cache / "targets.npy", mmap_mode="r")[rows]
                                .astype(np.float32))  # fmt: skip
-    decoder = frozen(_litemedsam(args.segmenter_weights))
+    weights = args.segmenter_weights
+    decoder = frozen(tuned_litemedsam(weights) if weights else load_litemedsam())
     for card in args.students:
         print(json.dumps(compare(card, decoder, inputs, teacher, torch.from_numpy(boxes))))
 
