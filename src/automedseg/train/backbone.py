@@ -31,10 +31,10 @@ from automedseg.data.planes import Plane, iter_planes, split_cases
 from automedseg.errors import InputError
 from automedseg.evaluate.metrics import dice
 from automedseg.pipeline.refine import agreements, reprompted
-from automedseg.prompt.backbone import BackboneNet, BackbonePrompter, mobilenet_v2_features
+from automedseg.prompt.backbone import BackboneNet, BackbonePrompter, build_net
 from automedseg.prompt.backbone_space import normalised, pad_to, resized_rgb
 from automedseg.prompt.components import boxes_from_probabilities
-from automedseg.prompt.pretrained import MOBILENET_V2
+from automedseg.prompt.pretrained import BACKBONE_WEIGHTS, BACKBONES
 from automedseg.segment.base import BoxSegmenter
 from automedseg.train.embeddings import split_data
 from automedseg.train.head import THRESHOLDS, TrainLog, bf16_supported
@@ -304,14 +304,14 @@ class Member:
 def train_member(
     size: int, fit: list[SizedPlane], tune: list[SizedPlane], labels: list[int], transform,
     last: Path, log: TrainLog, *, epochs: int, batch_size: int, learning_rate: float, seed: int,
-    resume: bool, progress: bool,
+    resume: bool, progress: bool, backbone: str = "mobilenet_v2",
 ) -> Member:  # fmt: skip
-    """Train one member from ImageNet weights (or resume from ``last``); the epoch with the
-    lowest tuning loss wins."""
+    """Train one member on ``backbone`` from its ImageNet weights (or resume from ``last``);
+    the epoch with the lowest tuning loss wins."""
     started = time.perf_counter()
     torch.set_flush_denormal(True)  # tiny values in black backgrounds slow the CPU many-fold
     torch.manual_seed(seed * 1000 + size)  # the decoder's initial weights: a rerun repeats them
-    net = BackboneNet(mobilenet_v2_features(MOBILENET_V2.state_dict()), len(labels))
+    net = build_net({"backbone": backbone, "num_classes": len(labels)}, pretrained=True)
     optimizer = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
     steps = epochs * -(-len(fit) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps,
@@ -360,6 +360,7 @@ def train_backbone(
     segmenter: BoxSegmenter,
     *,
     sizes: tuple[int, ...] = (320,),
+    backbones: str | tuple[str, ...] = "mobilenet_v2",
     flip: bool = True,
     val_fraction: float = 0.2,
     tune_fraction: float = 0.15,
@@ -379,8 +380,9 @@ def train_backbone(
     """Train a backbone prompter on a data set; returns the path of its card (JSON).
 
     One member per entry of ``sizes`` (the longest side its images are resized to), each
-    trained in turn for ``epochs`` (one number, or one per member); ``flip`` makes the prompter
-    also read the mirrored image. ``segmenter`` is what the boxes will prompt (the task's
+    trained in turn for ``epochs`` (one number, or one per member) on ``backbones`` (one of
+    ``prompt.backbone.BACKBONES``, or one per member); ``flip`` makes the prompter also read
+    the mirrored image. ``segmenter`` is what the boxes will prompt (the task's
     LiteMedSAM, with its delta): the pixel and score thresholds, fallback and refinement are
     chosen on its Dice; ``segmenter_record`` is what the card says about it. With
     ``resume``, training continues from ``out/last_<size>.pt``.
@@ -393,6 +395,11 @@ def train_backbone(
     member_epochs = (epochs,) * len(sizes) if isinstance(epochs, int) else tuple(epochs)
     if len(member_epochs) != len(sizes):
         raise InputError(f"{len(member_epochs)} epoch counts for {len(sizes)} members")
+    member_backbones = (backbones,) * len(sizes) if isinstance(backbones, str) else backbones
+    if len(member_backbones) != len(sizes):
+        raise InputError(f"{len(member_backbones)} backbones for {len(sizes)} members")
+    if unknown := set(member_backbones) - set(BACKBONE_WEIGHTS):
+        raise InputError(f"unknown backbone(s) {sorted(unknown)} (known: {', '.join(BACKBONES)})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = TrainLog(out / "train.log")
@@ -400,7 +407,8 @@ def train_backbone(
     fit_ids, tune_ids = split_cases(split.train_ids, tune_fraction, seed)
     io.write_text(out / "tune_cases.txt", "\n".join(tune_ids) + "\n")
     log(f"{len(fit_ids)} training, {len(tune_ids)} tuning, {len(split.val_ids)} validation cases "
-        f"(validation untouched); members at {', '.join(map(str, sizes))} px")  # fmt: skip
+        f"(validation untouched); members: "
+        + ", ".join(f"{b} at {z} px" for b, z in zip(member_backbones, sizes, strict=True)))
 
     def planes(ids: list[str], offset: int) -> list[Plane]:
         return list(iter_planes(split.dataset, ids, channel, empty_fraction, seed + offset,
@@ -421,14 +429,15 @@ def train_backbone(
     colour = any(p.image.ndim == 3 for p in tune_planes)
     transform = augmentation(colour)
     members, training_now = [], 0.0  # the members' seconds in this run (not resumed ones)
-    for i, (size, count) in enumerate(zip(sizes, member_epochs, strict=True)):
+    for i, (size, count, backbone) in enumerate(zip(sizes, member_epochs, member_backbones,
+                                                    strict=True)):  # fmt: skip
         fit = first_fit if i == 0 else fit_at(size)
         tune = [sized(p, size) for p in tune_planes]
         begun = time.perf_counter()
         members.append(train_member(
             size, fit, tune, labels, transform, out / f"last_{size}.pt", log, epochs=count,
             batch_size=batch_size, learning_rate=learning_rate, seed=seed, resume=resume,
-            progress=progress))  # fmt: skip
+            progress=progress, backbone=backbone))  # fmt: skip
         training_now += time.perf_counter() - begun
     prompter = BackbonePrompter([m.net for m in members], {v: "" for v in labels},
                                 sizes=sizes, flip=flip,
@@ -461,7 +470,7 @@ def train_backbone(
         "min_area_fraction": MIN_AREA_FRACTION,
         "refinement": {"settings": choice.refinement, "tune_dice": round(choice.dice, 4),
                        "tune_dice_unrefined": round(choice.unrefined_dice, 4)},
-        "pretrained": MOBILENET_V2.record(),
+        "pretrained": [BACKBONE_WEIGHTS[b].record() for b in dict.fromkeys(member_backbones)],
         "segmenter": segmenter_record or {"name": "LiteMedSAM"},
         "preprocessing": "automedseg.intensity.to_unit_range, longest side to each member's "
         "size, ImageNet normalisation, black padding to a multiple of 32; members' and "

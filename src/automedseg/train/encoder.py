@@ -2,12 +2,13 @@
 
 LiteMedSAM's TinyViT encoder is 37.5 GMAC per plane, about three quarters of the pipeline's
 time on a CPU, and removing its blocks cannot make it fast enough
-(``benchmarks/encoder_pruning.py``). The student is the backbone prompter's ImageNet
-MobileNetV2 with its FPN decoder (``prompt.backbone``, stride-4 features of ``width``
-channels) and a head to the embedding's 256 channels: (1, 3, 256, 256) LiteMedSAM input →
-(1, 256, 64, 64) embedding, about 2.7 GMAC. The same prompt encoder and mask decoder read its
-embedding, so it drops in where the encoder was (``automedseg quantize --student``, which
-keeps it only within the Dice budget).
+(``benchmarks/encoder_pruning.py``). The student is the backbone prompter's network (an
+ImageNet MobileNetV2 or EfficientNet-Lite0 with its FPN decoder, ``prompt.backbone``,
+stride-4 features of ``width`` channels) and a head to the embedding's 256 channels: (1, 3,
+256, 256) LiteMedSAM input → (1, 256, 64, 64) embedding, about 2.7 GMAC on MobileNetV2 at
+width 128. The same prompt encoder and mask decoder read its embedding, so it drops in where
+the encoder was (``automedseg quantize --student``, which keeps it only within the Dice
+budget).
 
 Training (``distil_encoder``): the same train/validation split as every trainer (validation
 cases untouched); each training plane as LiteMedSAM reads it, and its left-right and up-down
@@ -40,10 +41,10 @@ from automedseg.checkpoints import (
 from automedseg.data.datasets import LabelChoice
 from automedseg.data.planes import iter_planes
 from automedseg.errors import InputError, WeightsError
-from automedseg.prompt.backbone import BackboneNet, _conv, mobilenet_v2_features
+from automedseg.prompt.backbone import BackboneNet, _conv, build_net
 from automedseg.prompt.backbone_space import IMAGENET_MEAN, IMAGENET_STD
 from automedseg.prompt.head import load_head_prompter
-from automedseg.prompt.pretrained import MOBILENET_V2
+from automedseg.prompt.pretrained import BACKBONE_WEIGHTS
 from automedseg.runtime.transforms import preprocess
 from automedseg.segment.litemedsam import IMAGE_SIZE, PACKAGED_WEIGHTS_SHA256, load_litemedsam
 from automedseg.tasks import shipped_tasks
@@ -78,10 +79,12 @@ class StudentEncoder(nn.Module):
         return self.head(self.net.decoded((image - self.mean) / self.std))
 
 
-def build_student(width: int = 128, pretrained: bool = False) -> StudentEncoder:
-    """The student; ``pretrained``: its MobileNetV2 starts from the ImageNet weights."""
-    features = mobilenet_v2_features(MOBILENET_V2.state_dict() if pretrained else None)
-    return StudentEncoder(BackboneNet(features, num_classes=1, width=width))
+def build_student(width: int = 128, pretrained: bool = False,
+                  backbone: str = "mobilenet_v2") -> StudentEncoder:  # fmt: skip
+    """The student on ``backbone`` (``prompt.backbone.BACKBONES``); ``pretrained``: it starts
+    from the backbone's ImageNet weights."""
+    architecture = {"backbone": backbone, "num_classes": 1, "width": width}
+    return StudentEncoder(build_net(architecture, pretrained))
 
 
 def load_student(card_path: str | Path) -> tuple[StudentEncoder, dict[str, Any]]:
@@ -90,7 +93,9 @@ def load_student(card_path: str | Path) -> tuple[StudentEncoder, dict[str, Any]]
     if card.get("kind") != KIND:
         raise WeightsError(f"not a distilled encoder card (kind {card.get('kind')!r})", card_path)
     try:
-        student = build_student(int(card["architecture"]["width"]))
+        architecture = card["architecture"]
+        student = build_student(int(architecture["width"]),
+                                backbone=architecture.get("backbone", "mobilenet_v2"))
         student.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         detail = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
@@ -212,6 +217,7 @@ def distil_encoder(
     batch_size: int = 8,
     learning_rate: float = 2e-3,
     width: int = 128,
+    backbone: str = "mobilenet_v2",
     val_fraction: float = 0.2,
     seed: int = 0,
     limit: int | None = None,
@@ -256,7 +262,7 @@ def distil_encoder(
     delta_sha256 = (
         None if segmenter_weights is None else str(read_card(segmenter_weights)["sha256"])
     )
-    student, width, origin = _first_student(start_from, width, delta_sha256)
+    student, origin = _first_student(start_from, width, delta_sha256, backbone)
     head_model = None if head is None else frozen(load_head_prompter(head).head)  # before caching
     cache = Cache(out / "cache", names, f"LiteMedSAM delta {delta_sha256}")
     if cache.done < len(names):
@@ -308,7 +314,7 @@ def distil_encoder(
     path = save_checkpoint(
         out / "encoder.safetensors",
         student.state_dict(),
-        _card(task, width, training, delta_sha256),
+        _card(task, student, training, delta_sha256),
     )
     log(f"wrote {path}")
     return path
@@ -328,31 +334,36 @@ def _litemedsam(segmenter_weights: str | Path | None) -> nn.Module:
     return tuned_litemedsam(segmenter_weights) if segmenter_weights else load_litemedsam()
 
 
-def _first_student(start_from: str | Path | None, width: int,
-                   delta_sha256: str | None) -> tuple[StudentEncoder, int, str | None]:  # fmt: skip
-    """The student training starts from: ImageNet's MobileNetV2, or the student of card
-    ``start_from`` (refused if distilled from another LiteMedSAM); its width, its SHA-256."""
+def _first_student(
+    start_from: str | Path | None, width: int, delta_sha256: str | None,
+    backbone: str = "mobilenet_v2",
+) -> tuple[StudentEncoder, str | None]:  # fmt: skip
+    """The student training starts from: ``backbone`` with its ImageNet weights, or the
+    student of card ``start_from`` (refused if distilled from another LiteMedSAM); with the
+    SHA-256 of the card it started from."""
     if start_from is None:
-        return build_student(width, pretrained=True), width, None
+        return build_student(width, pretrained=True, backbone=backbone), None
     student, card = load_student(start_from)
     if card["teacher"]["delta_sha256"] != delta_sha256:
         raise InputError(f"this student learnt another LiteMedSAM (delta "
                          f"{card['teacher']['delta_sha256']}, not {delta_sha256}); pass the "
                          "--segmenter-weights it was distilled with", start_from)  # fmt: skip
-    return student, int(card["architecture"]["width"]), str(card["sha256"])
+    return student, str(card["sha256"])
 
 
-def _card(task: str | None, width: int, training: dict, delta_sha256: str | None) -> dict:
+def _card(task: str | None, student: StudentEncoder, training: dict,
+          delta_sha256: str | None) -> dict:  # fmt: skip
+    backbone = student.net.backbone
     return {
         "kind": KIND,
         "task": task,
-        "architecture": {"backbone": "mobilenet_v2", "width": width},
+        "architecture": {"backbone": backbone, "width": student.net.width},
         "teacher": {
             "name": "LiteMedSAM image encoder",
             "sha256": PACKAGED_WEIGHTS_SHA256,
             "delta_sha256": delta_sha256,
         },  # fmt: skip
-        "pretrained": MOBILENET_V2.record(),
+        "pretrained": BACKBONE_WEIGHTS[backbone].record(),
         "input": "LiteMedSAM's (1, 3, 256, 256) input; output its (1, 256, 64, 64) embedding",
         "training": training,
     }
