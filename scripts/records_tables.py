@@ -168,7 +168,9 @@ def student_verdicts() -> list[str]:
         "Dice lost against the manual masks on the held-out calibration planes (training "
         "split), with the task's prompter (automatic) and with the float32 pipeline's boxes "
         "(same boxes), next to the float32 PyTorch pipeline; a student is a candidate only "
-        "when both are within the budget. Times as the quantize run measured them.",
+        "when both are within the budget, and is shipped only when the validation split "
+        "agrees (the `openvino-student` rows of the validation table). Times as the quantize "
+        "run measured them.",
         "",
         "| task | automatic drop | same-box drop | embedding cosine ≥ | encoder ms | pipeline ms "
         "| budget | within | report |",
