@@ -188,6 +188,12 @@ def test_cards_of_another_kind_class_count_or_refinement_are_refused(tmp_path):
     path.write_text(json.dumps(info))
     with pytest.raises(WeightsError, match="do not describe a backbone prompter"):
         load_prompter(path)
+    for architecture in ({"backbone": "efficientnet_lite0", "num_classes": 2, "width": 16},
+                         {"backbone": "resnet50", "num_classes": 2}, None):  # fmt: skip
+        info["members"][0]["architecture"] = architecture  # another backbone than the weights'
+        path.write_text(json.dumps(info))
+        with pytest.raises(WeightsError, match="do not describe a backbone prompter"):
+            load_prompter(path)
 
 
 class LesionOnFold(torch.nn.Module):

@@ -178,7 +178,7 @@ def build_net(architecture: dict, pretrained: bool = False) -> BackboneNet:
     """The network a card's ``architecture`` describes; its backbone from ImageNet's weights
     when ``pretrained`` (training starts there), else randomly initialised (a trained
     prompter's weights overwrite it)."""
-    backbone = architecture.get("backbone")
+    backbone = architecture.get("backbone") if isinstance(architecture, dict) else None
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r} (known: {', '.join(BACKBONES)})")
     return BackboneNet(backbone_stages(backbone, pretrained), int(architecture["num_classes"]),
