@@ -22,7 +22,9 @@ from automedseg.prompt.head import EmbeddingHead, HeadPrompter
 from automedseg.prompt.oracle import FixedBoxes
 from automedseg.runtime import onnx as runtime
 from automedseg.runtime.model_set import REPORT, choose_runtime, load_model_set
-from automedseg.tasks import get_task
+from automedseg.runtime.onnx import ENCODER
+from automedseg.runtime.openvino import load_openvino_model
+from automedseg.tasks import MODELS_DIR, get_task
 from automedseg.types import Boxes
 from conftest import EXAMPLES  # noqa: I001
 
@@ -350,3 +352,25 @@ def test_a_student_of_another_litemedsam_is_refused_before_the_exports(tmp_path)
     with pytest.raises(AutomedsegError, match="--student is an encoder of the OpenVINO set"):
         quantize_task(tmp_path / "out", task="polyp", calib=tmp_path / "calib", limit=12,
                       runtimes=("int8",), student=card)  # fmt: skip
+
+
+def test_a_model_sets_student_is_a_candidate_as_it_is(tmp_path):
+    from automedseg.deploy.quantize_task import _student_ir
+
+    shipped = MODELS_DIR / "polyp" / "openvino" / "image_encoder.json"
+    copied = _student_ir(shipped, None, tmp_path, [])
+    assert copied == tmp_path / "candidates" / "image_encoder-student.json"
+    want, got = json.loads(shipped.read_text()), json.loads(copied.read_text())
+    assert got["sha256"] == want["sha256"] and got["bin_sha256"] == want["bin_sha256"]
+    assert got["source"] == want["source"]
+    load_openvino_model(copied, ENCODER)  # the copy loads and passes its checks
+    altered = tmp_path / "altered"
+    shutil.copytree(shipped.parent, altered)
+    (altered / "image_encoder.bin").write_bytes(b"\x00" * 16)
+    with pytest.raises(WeightsError, match="SHA-256"):
+        _student_ir(altered / "image_encoder.json", None, tmp_path / "again", [])
+    with pytest.raises(WeightsError, match="learnt from LiteMedSAM with delta None; the task"):
+        _student_ir(shipped, "ab" * 32, tmp_path / "other", [])  # a task with adapters
+    with pytest.raises(WeightsError, match="not a distilled image encoder"):
+        _student_ir(MODELS_DIR / "lungs" / "openvino" / "image_encoder.json", None,
+                    tmp_path / "tinyvit", [])  # fmt: skip

@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     qu.add_argument(
         "--student",
-        help="card (.json) of a distilled encoder from `automedseg train encoder`: tried as "
+        help="card (.json) of a distilled encoder from `automedseg train encoder`, or the "
+        "image_encoder.json of a model set made with one (e.g. a shipped task's): tried as "
         "one more encoder of the OpenVINO set, kept only within the budget",
     )
 

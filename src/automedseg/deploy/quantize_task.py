@@ -49,6 +49,7 @@ from automedseg.runtime.onnx import (
     load_onnx_prompter,
     prompter_of,
 )
+from automedseg.runtime.openvino import KIND as OPENVINO_KIND
 from automedseg.runtime.openvino import inference_precision, load_openvino_model
 from automedseg.runtime.transforms import preprocess
 from automedseg.tasks import load_models, resolve_task
@@ -148,7 +149,7 @@ def quantize_task(
     images = [(torch.from_numpy(preprocess(p)[0]),) for p in planes.calibration[:2]]
     students = {}  # first: a student of another LiteMedSAM fails before the long part
     if student is not None:
-        students["encoder"] = _export_student(student, delta_sha256, out, images)
+        students["encoder"] = _student_ir(student, delta_sha256, out, images)
     export.export_image_encoder(
         model, out / "onnx" / FILES["encoder"], images, delta_sha256=delta_sha256
     )
@@ -315,8 +316,7 @@ def _openvino_set(
         chosen["encoder"], stem / "image_encoder-openvino-int8-matmul", feeds["encoder"][:16],
     ), MATMULS))  # fmt: skip
     if students and "encoder" in students:
-        encoders.append((openvino.convert(students["encoder"], stem / "image_encoder-student",
-                                          half_weights=True), STUDENT))  # fmt: skip
+        encoders.append((students["encoder"], STUDENT))
     keep_best("encoder", encoders)
     prompters = []
     if read_card(chosen["prompter"])["model"] == BACKBONE:  # a CNN on the image: INT8 throughout
@@ -356,23 +356,43 @@ def _openvino_set(
     return part, rows
 
 
-def _export_student(card_path: str | Path, delta_sha256: str | None, out: Path,
-                    images: list) -> Path:  # fmt: skip
-    """The distilled encoder of ``card_path`` as float32 ONNX (OUT/onnx/image_encoder-student);
-    refused when it learnt from another LiteMedSAM than the task runs (its delta)."""
+def _student_ir(card_path: str | Path, delta_sha256: str | None, out: Path,
+                images: list) -> Path:  # fmt: skip
+    """The distilled encoder of ``card_path`` as OpenVINO IR (OUT/candidates/
+    image_encoder-student), refused when it learnt from another LiteMedSAM than the task runs
+    (its delta). A trained student's card (``automedseg train encoder``) is exported to
+    float32 ONNX (OUT/onnx/image_encoder-student) and converted; the IR card of one a model set
+    already holds (its ``image_encoder.json``) is copied as it is, its files checked."""
+    from automedseg.deploy import openvino
+
+    stem = out / "candidates" / "image_encoder-student"
+    card = read_card(card_path)
+    if card.get("kind") == OPENVINO_KIND:
+        source = card.get("source") if isinstance(card.get("source"), dict) else {}
+        if card.get("model") != ENCODER or "distilled" not in str(source.get("model")):
+            raise WeightsError("not a distilled image encoder (the card of a model set's "
+                               "image_encoder.json made from a student)", card_path)  # fmt: skip
+        _check_teacher(source.get("teacher"), delta_sha256, card_path)
+        load_openvino_model(card_path, ENCODER)  # its files match the card
+        _copy_ir(Path(card["_path"]), stem)
+        return stem.with_suffix(".json")
     from automedseg.train.encoder import load_student
 
     student, card = load_student(card_path)
-    learnt_from = card.get("teacher", {}).get("delta_sha256")
-    if learnt_from != delta_sha256:
-        raise WeightsError(f"the distilled encoder learnt from LiteMedSAM with delta "
-                           f"{learnt_from}; the task runs with {delta_sha256}",
-                           card_path)  # fmt: skip
+    _check_teacher(card.get("teacher"), delta_sha256, card_path)
     _say("exporting the distilled encoder to float32 ONNX")
     exported = export.export_student_encoder(
         student, out / "onnx" / "image_encoder-student", card, images
     )
-    return exported.card_path
+    return openvino.convert(exported.card_path, stem, half_weights=True)
+
+
+def _check_teacher(teacher: Any, delta_sha256: str | None, card_path: str | Path) -> None:
+    learnt_from = teacher.get("delta_sha256") if isinstance(teacher, dict) else None
+    if learnt_from != delta_sha256:
+        raise WeightsError(f"the distilled encoder learnt from LiteMedSAM with delta "
+                           f"{learnt_from}; the task runs with {delta_sha256}",
+                           card_path)  # fmt: skip
 
 
 def _float_variants(card: Path, stem: Path, precision: str) -> list[tuple[Path, Recipe]]:
