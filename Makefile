@@ -57,7 +57,7 @@ RECORD_RUNS := eval_polyp_val_head5 eval_polyp_val_head eval_polyp_val_int8 eval
 	eval_hippocampus40_val eval_hippocampus40_val_decoder eval_hippocampus40_val_adapter \
 	eval_hippocampus40_val_adapter_head eval_hippocampus_val_nnunet \
 	validation_polyp validation_hippocampus validation_lungs validation_larynx validation_brain-tumour \
-	validation_polyp_pair validation_lungs_backbone validation_hippocampus_backbone \
+	validation_polyp_pair validation_polyp_lite0 validation_lungs_backbone validation_hippocampus_backbone \
 	validation_brain-tumour_backbone validation_brain-tumour_backbone-tuned
 
 compare: setup
@@ -65,9 +65,10 @@ compare: setup
 	$(BIN)/python scripts/task_about.py --table runs/results_tasks.md
 	$(BIN)/python benchmarks/compare.py \
 		--title "Kvasir-SEG polyps, validation split (159 images)" \
-		--eval "automedseg: polyp backbone prompter, 320 + 416 px members and the mirrored view, + LiteMedSAM (PyTorch; shipped)=$(RECORDS)/validation_polyp_pair" \
-		--oracle "automedseg: polyp backbone prompter, 320 + 416 px members and the mirrored view, + LiteMedSAM (PyTorch; shipped)=$(RECORDS)/validation_polyp_pair" \
-		--eval "automedseg: polyp backbone prompter, one 320 px member (PyTorch)=$(RECORDS)/validation_polyp_backbone320" \
+		--eval "automedseg: polyp backbone prompter, MobileNetV2 members at 320 + 416 px and the mirrored view, + LiteMedSAM (PyTorch; shipped)=$(RECORDS)/validation_polyp_pair" \
+		--oracle "automedseg: polyp backbone prompter, MobileNetV2 members at 320 + 416 px and the mirrored view, + LiteMedSAM (PyTorch; shipped)=$(RECORDS)/validation_polyp_pair" \
+		--eval "automedseg: polyp backbone prompter, one EfficientNet-Lite0 member at 320 px and the mirrored view (PyTorch)=$(RECORDS)/validation_polyp_lite0" \
+		--eval "automedseg: polyp backbone prompter, one MobileNetV2 member at 320 px (PyTorch)=$(RECORDS)/validation_polyp_backbone320" \
 		--eval "automedseg: polyp head + LiteMedSAM (PyTorch)=$(RECORDS)/eval_polyp_val_head5" \
 		--oracle "automedseg: polyp head + LiteMedSAM (PyTorch)=$(RECORDS)/eval_polyp_val_head" \
 		--eval "automedseg: same, INT8 on ONNX Runtime=$(RECORDS)/eval_polyp_val_int8" \
