@@ -8,7 +8,8 @@
 
 The student (``train.encoder``: ImageNet MobileNetV2 + FPN + a 256-channel head, trained on
 the training cases to reproduce LiteMedSAM's embedding) is measured on the validation cases
-it never saw (the card's split, rebuilt: ``val_cases.txt`` beside the card): the cosine of its
+it never saw (the card's split, rebuilt: ``val_cases.txt`` beside the card; each plane with
+foreground, at most ``--per-case`` evenly spaced ones of a volume or video): the cosine of its
 embedding to the teacher's, the Dice with the manual mask of LiteMedSAM's mask from each
 connected component's box (oracle prompts) on either embedding, and the median ms of both
 encoders on OpenVINO (bfloat16 where the CPU has it), timed in turn.
@@ -26,11 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from automedseg.data.datasets import find_cases
+from automedseg.data.datasets import DataSet, find_cases
+from automedseg.data.planes import Plane, iter_planes
 from automedseg.evaluate.metrics import dice
-from automedseg.intensity import to_unit_range
-from automedseg.io import read_image
-from automedseg.io.read import read_label_map
 from automedseg.prompt.oracle import oracle_boxes
 from automedseg.runtime.openvino import core, inference_precision, latency_config
 from automedseg.runtime.transforms import postprocess, preprocess
@@ -51,6 +50,19 @@ def oracle_dice(model, embedding: np.ndarray, label_map: np.ndarray, resized, sc
     return dice(masks.any(axis=0), label_map > 0)
 
 
+def validation_planes(data: DataSet, case_ids: list[str], per_case: int) -> list[Plane]:
+    """The planes with foreground of each case (a 2D image is one), at most ``per_case`` of a
+    volume or video, evenly spaced."""
+    chosen: list[Plane] = []
+    for case_id in case_ids:
+        planes = list(iter_planes(data, [case_id]))
+        if len(planes) > per_case:
+            picks = np.linspace(0, len(planes) - 1, per_case).round().astype(int)
+            planes = [planes[i] for i in picks]
+        chosen += planes
+    return chosen
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     import openvino as ov
 
@@ -61,18 +73,16 @@ def evaluate(args: argparse.Namespace) -> dict:
     example = torch.zeros(1, 3, 256, 256)
     fast = core().compile_model(ov.convert_model(student, example_input=example), "CPU", config)
     held_out = set((args.student.parent / "val_cases.txt").read_text().split())
-    validation = [c for c in find_cases(args.data).cases if c.case_id in held_out]
-    rows = []
-    for case in validation:
-        x, resized = preprocess(to_unit_range(read_image(case.images[0])))
-        label_map = read_label_map(case.labels[0])
-        scale = 256 / max(label_map.shape)
+    rows, cases = [], set()
+    for plane in validation_planes(find_cases(args.data), sorted(held_out), args.per_case):
+        x, resized = preprocess(plane.image)
+        scale = 256 / max(plane.labels.shape)
         big, small = teacher(x)[0], fast(x)[0]
-        rows.append((cosine(big, small), oracle_dice(model, big, label_map, resized, scale),
-                     oracle_dice(model, small, label_map, resized, scale)))  # fmt: skip
+        rows.append((cosine(big, small), oracle_dice(model, big, plane.labels, resized, scale),
+                     oracle_dice(model, small, plane.labels, resized, scale)))  # fmt: skip
+        cases.add(plane.case_id)
     seconds: dict[str, list[float]] = {"teacher": [], "student": []}
-    x = preprocess(to_unit_range(read_image(validation[0].images[0])))[0]
-    for _ in range(args.repeats + 2):  # two warm-up rounds
+    for _ in range(args.repeats + 2):  # two warm-up rounds, on the last plane's input
         for name, compiled in (("teacher", teacher), ("student", fast)):
             clock = time.perf_counter()
             compiled(x)
@@ -90,7 +100,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             "architecture": card["architecture"],
             "training": card["training"],
         },
-        "validation_cases": len(rows),
+        "validation_cases": len(cases),
+        "planes": len(rows),
         "embedding_cosine_mean": round(float(table[:, 0].mean()), 4),
         "oracle_dice_teacher": round(float(table[:, 1].mean()), 4),
         "oracle_dice_student": round(float(table[:, 2].mean()), 4),
@@ -105,6 +116,8 @@ def main() -> None:
     parser.add_argument("--student", type=Path, required=True, help="encoder.json")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--per-case", type=int, default=20,
+                        help="planes of a volume or video at most (evenly spaced; default 20)")
     parser.add_argument("--record", type=Path)
     args = parser.parse_args()
     record = evaluate(args)
