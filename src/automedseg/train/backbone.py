@@ -381,7 +381,7 @@ def train_backbone(
 
     One member per entry of ``sizes`` (the longest side its images are resized to), each
     trained in turn for ``epochs`` (one number, or one per member) on ``backbones`` (one of
-    ``prompt.backbone.BACKBONES``, or one per member); ``flip`` makes the prompter also read
+    ``prompt.pretrained.BACKBONES``, or one per member); ``flip`` makes the prompter also read
     the mirrored image. ``segmenter`` is what the boxes will prompt (the task's
     LiteMedSAM, with its delta): the pixel and score thresholds, fallback and refinement are
     chosen on its Dice; ``segmenter_record`` is what the card says about it. With
@@ -398,7 +398,7 @@ def train_backbone(
     member_backbones = (backbones,) * len(sizes) if isinstance(backbones, str) else backbones
     if len(member_backbones) != len(sizes):
         raise InputError(f"{len(member_backbones)} backbones for {len(sizes)} members")
-    if unknown := set(member_backbones) - set(BACKBONE_WEIGHTS):
+    if unknown := set(member_backbones) - set(BACKBONES):
         raise InputError(f"unknown backbone(s) {sorted(unknown)} (known: {', '.join(BACKBONES)})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -81,7 +81,7 @@ class StudentEncoder(nn.Module):
 
 def build_student(width: int = 128, pretrained: bool = False,
                   backbone: str = "mobilenet_v2") -> StudentEncoder:  # fmt: skip
-    """The student on ``backbone`` (``prompt.backbone.BACKBONES``); ``pretrained``: it starts
+    """The student on ``backbone`` (``prompt.pretrained.BACKBONES``); ``pretrained``: it starts
     from the backbone's ImageNet weights."""
     architecture = {"backbone": backbone, "num_classes": 1, "width": width}
     return StudentEncoder(build_net(architecture, pretrained))
