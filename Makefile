@@ -65,9 +65,12 @@ compare: setup
 	$(BIN)/python scripts/task_about.py --table runs/results_tasks.md
 	$(BIN)/python benchmarks/compare.py \
 		--title "Kvasir-SEG polyps, validation split (159 images)" \
-		--eval "automedseg: polyp backbone prompter, MobileNetV2 members at 320 + 416 px and the mirrored view, + LiteMedSAM (PyTorch; shipped)=$(RECORDS)/validation_polyp_pair" \
-		--oracle "automedseg: polyp backbone prompter, MobileNetV2 members at 320 + 416 px and the mirrored view, + LiteMedSAM (PyTorch; shipped)=$(RECORDS)/validation_polyp_pair" \
-		--eval "automedseg: polyp backbone prompter, one EfficientNet-Lite0 member at 320 px and the mirrored view (PyTorch)=$(RECORDS)/validation_polyp_lite0" \
+		--eval "automedseg: polyp backbone prompter, one EfficientNet-Lite0 member at 320 px and the mirrored view, + LiteMedSAM (PyTorch; shipped)=$(RECORDS)/validation_polyp_lite0" \
+		--oracle "automedseg: polyp backbone prompter, one EfficientNet-Lite0 member at 320 px and the mirrored view, + LiteMedSAM (PyTorch; shipped)=$(RECORDS)/validation_polyp_lite0" \
+		--eval "automedseg: same, the shipped OpenVINO set (distilled encoder, prompter in float32; the default)=$(RECORDS)/validation_polyp" \
+		--oracle "automedseg: same, the shipped OpenVINO set (distilled encoder, prompter in float32; the default)=$(RECORDS)/validation_polyp" \
+		--eval "automedseg: polyp backbone prompter, MobileNetV2 members at 320 + 416 px and the mirrored view, + LiteMedSAM (PyTorch; shipped until 2026-12-07)=$(RECORDS)/validation_polyp_pair" \
+		--oracle "automedseg: polyp backbone prompter, MobileNetV2 members at 320 + 416 px and the mirrored view, + LiteMedSAM (PyTorch; shipped until 2026-12-07)=$(RECORDS)/validation_polyp_pair" \
 		--eval "automedseg: polyp backbone prompter, one MobileNetV2 member at 320 px (PyTorch)=$(RECORDS)/validation_polyp_backbone320" \
 		--eval "automedseg: polyp head + LiteMedSAM (PyTorch)=$(RECORDS)/eval_polyp_val_head5" \
 		--oracle "automedseg: polyp head + LiteMedSAM (PyTorch)=$(RECORDS)/eval_polyp_val_head" \

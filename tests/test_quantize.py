@@ -238,6 +238,7 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path
     # it); on OpenVINO each model gets its INT8 and float32 variants, the encoder and the
     # prompter again if the decoder changed
     f32 = precision == "bf16"
+    prompter = ("prompter", "openvino-f32" if f32 else "openvino-float16-weights")  # maps: f32
     encoders = [("encoder", "openvino-int8-weights"),
                 *([("encoder", "openvino-f32"), ("encoder", "openvino-f32-int8-weights")] * f32),
                 ("encoder", "openvino-int8-matmul")]  # fmt: skip
@@ -245,7 +246,7 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path
     assert tried[:11 + 4 * f32] == [
         ("encoder", "dynamic-matmul"), ("decoder", "float32"), ("prompter", "float32"),
         ("encoder", "openvino-float16-weights"), *encoders,
-        ("prompter", "openvino-float16-weights"), ("prompter", "openvino-int8"),
+        prompter, ("prompter", "openvino-int8"),
         ("decoder", "openvino-float16-weights"), ("decoder", "openvino-int8-weights"),
         *([("decoder", "openvino-f32"), ("decoder", "openvino-f32-int8-weights")] * f32),
         ("decoder", "openvino-int8-matmul"),
@@ -253,7 +254,7 @@ def test_quantize_a_task_end_to_end_on_a_plain_image_folder(litemedsam, tmp_path
     again = tried[11 + 4 * f32:]
     assert again == [] or sorted(again) == sorted([
         ("encoder", "openvino-float16-weights"), *encoders,
-        ("prompter", "openvino-float16-weights"), ("prompter", "openvino-int8"),
+        prompter, ("prompter", "openvino-int8"),
     ])  # fmt: skip
     int8 = report["int8"]
     assert int8["recipes"]["encoder"] == "dynamic-matmul" and int8["truth_drop"] is None
