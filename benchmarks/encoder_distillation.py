@@ -90,7 +90,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     table = np.asarray(rows)
     return {
         "command": "python benchmarks/encoder_distillation.py "
-        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                   if v is not None),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "threads": args.threads,

@@ -115,3 +115,46 @@ def test_the_student_exports_as_the_image_encoder(tmp_path):
     got = model.run(image=x.numpy())[0]
     assert got.shape == (1, 256, 64, 64)
     assert np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
+
+
+@pytest.mark.parametrize(
+    "items, message",
+    [(["2"], "write STAGE=BLOCKS"), (["4=0"], "write STAGE=BLOCKS"), (["2=x"], "STAGE=BLOCKS"),
+     (["1=0", "1=1"], "write STAGE=BLOCKS"), (["1=2"], "blocks are 0..1"),
+     (["2=3,1"], "in order")],
+)  # fmt: skip
+def test_kept_blocks_are_checked(items, message):
+    from automedseg.train.pruned import parse_kept
+
+    with pytest.raises(InputError, match=message):
+        parse_kept(items)
+
+
+def test_a_pruned_student_trains_only_its_transformer_and_reloads(tmp_path):
+    from automedseg.segment.litemedsam import PACKAGED_WEIGHTS_SHA256, load_litemedsam
+    from automedseg.train.pruned import parse_kept
+
+    kept = parse_kept(["1=0", "2=5", "3="])
+    assert kept == {1: [0], 2: [5], 3: []}
+    write_disks(tmp_path / "data", n=5)
+    card_path = distil_encoder(tmp_path / "data", tmp_path / "out", epochs=1, kept_blocks=kept,
+                               learning_rate=1e-3, teacher=pooled_teacher([]),
+                               progress=False)  # fmt: skip
+    card = json.loads(card_path.read_text())
+    assert card["architecture"] == {"pruned_from": "LiteMedSAM image encoder",
+                                    "blocks_kept": {"1": [0], "2": [5], "3": []}}  # fmt: skip
+    assert card["pretrained"]["sha256"] == PACKAGED_WEIGHTS_SHA256
+    student, _ = load_student(card_path)
+    teacher = load_litemedsam().image_encoder.state_dict()
+    mine = student.encoder.state_dict()
+    # the stem is the teacher's; stage 2's only block is the teacher's block 5, trained
+    assert all(torch.equal(mine[k], teacher[k]) for k in mine if k.startswith("layers.0."))
+    assert not torch.equal(mine["layers.2.blocks.0.mlp.fc1.weight"],
+                           teacher["layers.2.blocks.5.mlp.fc1.weight"])  # fmt: skip
+    assert len(student.encoder.layers[3].blocks) == 0
+    with torch.inference_mode():
+        assert student(torch.rand(1, 3, 256, 256)).shape == (1, 256, 64, 64)
+    with pytest.raises(InputError, match="does not take --segmenter-weights"):
+        distil_encoder(tmp_path / "data", tmp_path / "o2", kept_blocks=kept,
+                       segmenter_weights=card_path, teacher=pooled_teacher([]))  # fmt: skip
+    assert not (tmp_path / "o2").exists()

@@ -409,6 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     te.add_argument("--head-weight", type=float, default=1.0,
                     help="weight of the head's loss (default 1)")  # fmt: skip
     te.add_argument("--start-from", help="card (.json) of a student to go on training from")
+    te.add_argument(
+        "--keep-blocks", nargs="+", metavar="STAGE=BLOCKS",
+        help="the student is LiteMedSAM's own encoder with only these transformer blocks "
+        "(stages 1, 2, 3 hold 2, 6, 2; e.g. 1=0 2=0,3 3= ; a stage not named keeps all), "
+        "starting from the teacher's weights; --backbone and --width are then unused (a "
+        "lower --lr suits it, e.g. 2e-4)",
+    )  # fmt: skip
     _label_options(te, "draw the mask term's boxes around")
     te.add_argument("--lr", dest="learning_rate", type=float, default=2e-3,
                     help="peak of the one-cycle schedule (default 2e-3)")  # fmt: skip
@@ -854,6 +861,7 @@ def _train_domain(args: argparse.Namespace) -> int:
 
 def _train_encoder(args: argparse.Namespace) -> int:
     from automedseg.train.encoder import distil_encoder  # torch
+    from automedseg.train.pruned import parse_kept
 
     card = distil_encoder(
         args.data, args.out, epochs=args.epochs, width=args.width, backbone=args.backbone,
@@ -863,6 +871,7 @@ def _train_encoder(args: argparse.Namespace) -> int:
         mask_weight=args.mask_weight, start_from=args.start_from,
         learning_rate=args.learning_rate, head=args.head, head_weight=args.head_weight,
         labels=_label_choice(args) if args.labels or args.merge_labels else None,
+        kept_blocks=None if args.keep_blocks is None else parse_kept(args.keep_blocks),
     )  # fmt: skip
     print(f"distilled encoder: {card}")
     return 0

@@ -1,12 +1,12 @@
 """A small stand-in for LiteMedSAM's image encoder, distilled from it on a task's planes.
 
 LiteMedSAM's TinyViT encoder is 37.5 GMAC per plane, about three quarters of the pipeline's
-time on a CPU, and removing its blocks cannot make it fast enough
-(``benchmarks/encoder_pruning.py``). The student is the backbone prompter's network (an
-ImageNet MobileNetV2 or EfficientNet-Lite0 with its FPN decoder, ``prompt.backbone``,
-stride-4 features of ``width`` channels) and a head to the embedding's 256 channels: (1, 3,
-256, 256) LiteMedSAM input → (1, 256, 64, 64) embedding, about 2.7 GMAC on MobileNetV2 at
-width 128. The same prompt encoder and mask decoder read its embedding, so it drops in where
+time on a CPU. The student is either the backbone prompter's network (an ImageNet MobileNetV2
+or EfficientNet-Lite0 with its FPN decoder, ``prompt.backbone``, stride-4 features of
+``width`` channels) and a head to the embedding's 256 channels (about 2.7 GMAC on
+MobileNetV2 at width 128), or the teacher itself with transformer blocks removed
+(``kept_blocks``, ``train.pruned``): (1, 3, 256, 256) LiteMedSAM input → (1, 256, 64, 64)
+embedding. The same prompt encoder and mask decoder read its embedding, so it drops in where
 the encoder was (``automedseg quantize --student``, which keeps it only within the Dice
 budget).
 
@@ -50,6 +50,7 @@ from automedseg.segment.litemedsam import IMAGE_SIZE, PACKAGED_WEIGHTS_SHA256, l
 from automedseg.tasks import shipped_tasks
 from automedseg.train.embeddings import split_data
 from automedseg.train.head import TrainLog
+from automedseg.train.pruned import PrunedEncoder, build_pruned
 from automedseg.train.student_terms import (
     VIEWS,
     Decoder,
@@ -87,15 +88,21 @@ def build_student(width: int = 128, pretrained: bool = False,
     return StudentEncoder(build_net(architecture, pretrained))
 
 
-def load_student(card_path: str | Path) -> tuple[StudentEncoder, dict[str, Any]]:
+Student = StudentEncoder | PrunedEncoder
+
+
+def load_student(card_path: str | Path) -> tuple[Student, dict[str, Any]]:
     """A distilled student and its card (``WeightsError`` for a card of another kind)."""
     card, state = load_checkpoint(card_path)
     if card.get("kind") != KIND:
         raise WeightsError(f"not a distilled encoder card (kind {card.get('kind')!r})", card_path)
     try:
         architecture = card["architecture"]
-        student = build_student(int(architecture["width"]),
-                                backbone=architecture.get("backbone", "mobilenet_v2"))
+        if "blocks_kept" in architecture:
+            student: Student = build_pruned(architecture, load_litemedsam().image_encoder)
+        else:
+            student = build_student(int(architecture["width"]),
+                                    backbone=architecture.get("backbone", "mobilenet_v2"))
         student.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         detail = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
@@ -233,6 +240,7 @@ def distil_encoder(
     head: str | Path | None = None,
     head_weight: float = 1.0,
     labels: LabelChoice | None = None,
+    kept_blocks: dict[int, list[int]] | None = None,
 ) -> Path:
     """Distil the student on a data set's training planes; returns its card's path.
     ``teacher``: (1, 3, 256, 256) input → [its (1, 256, 64, 64) embedding]; by default
@@ -245,7 +253,12 @@ def distil_encoder(
     ``head_weight``). ``start_from``: the card of a student to go on training (its width;
     distilled from the same LiteMedSAM) instead of ImageNet's weights. ``labels``: the mask
     labels whose components the mask term's boxes surround (by default those the shipped
-    ``task``'s prompter was trained on, else all)."""
+    ``task``'s prompter was trained on, else all). ``kept_blocks``: the student is the
+    teacher with only these transformer blocks (``train.pruned``; ``width`` and ``backbone``
+    unused), not yet with a ``segmenter_weights`` delta."""
+    if kept_blocks is not None and segmenter_weights is not None:
+        raise InputError("--keep-blocks does not take --segmenter-weights yet: a pruned "
+                         "student is cut from the plain LiteMedSAM")  # fmt: skip
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +275,7 @@ def distil_encoder(
     delta_sha256 = (
         None if segmenter_weights is None else str(read_card(segmenter_weights)["sha256"])
     )
-    student, origin = _first_student(start_from, width, delta_sha256, backbone)
+    student, origin = _first_student(start_from, width, delta_sha256, backbone, kept_blocks)
     head_model = None if head is None else frozen(load_head_prompter(head).head)  # before caching
     cache = Cache(out / "cache", names, f"LiteMedSAM delta {delta_sha256}")
     if cache.done < len(names):
@@ -336,11 +349,13 @@ def _litemedsam(segmenter_weights: str | Path | None) -> nn.Module:
 
 def _first_student(
     start_from: str | Path | None, width: int, delta_sha256: str | None,
-    backbone: str = "mobilenet_v2",
-) -> tuple[StudentEncoder, str | None]:  # fmt: skip
-    """The student training starts from: ``backbone`` with its ImageNet weights, or the
-    student of card ``start_from`` (refused if distilled from another LiteMedSAM); with the
-    SHA-256 of the card it started from."""
+    backbone: str = "mobilenet_v2", kept_blocks: dict[int, list[int]] | None = None,
+) -> tuple[Student, str | None]:  # fmt: skip
+    """The student training starts from: ``backbone`` with its ImageNet weights, the teacher
+    with only ``kept_blocks``, or the student of card ``start_from`` (refused if distilled
+    from another LiteMedSAM); with the SHA-256 of the card it started from."""
+    if start_from is None and kept_blocks is not None:
+        return PrunedEncoder(load_litemedsam().image_encoder, kept_blocks), None
     if start_from is None:
         return build_student(width, pretrained=True, backbone=backbone), None
     student, card = load_student(start_from)
@@ -351,19 +366,25 @@ def _first_student(
     return student, str(card["sha256"])
 
 
-def _card(task: str | None, student: StudentEncoder, training: dict,
+def _card(task: str | None, student: Student, training: dict,
           delta_sha256: str | None) -> dict:  # fmt: skip
-    backbone = student.net.backbone
+    if isinstance(student, PrunedEncoder):
+        architecture = student.architecture()
+        pretrained = {"name": "LiteMedSAM (its image encoder's kept blocks)",
+                      "sha256": PACKAGED_WEIGHTS_SHA256}  # fmt: skip
+    else:
+        architecture = {"backbone": student.net.backbone, "width": student.net.width}
+        pretrained = BACKBONE_WEIGHTS[student.net.backbone].record()
     return {
         "kind": KIND,
         "task": task,
-        "architecture": {"backbone": backbone, "width": student.net.width},
+        "architecture": architecture,
         "teacher": {
             "name": "LiteMedSAM image encoder",
             "sha256": PACKAGED_WEIGHTS_SHA256,
             "delta_sha256": delta_sha256,
         },  # fmt: skip
-        "pretrained": BACKBONE_WEIGHTS[backbone].record(),
+        "pretrained": pretrained,
         "input": "LiteMedSAM's (1, 3, 256, 256) input; output its (1, 256, 64, 64) embedding",
         "training": training,
     }
