@@ -16,7 +16,6 @@ same rounds, and the cosine of its embedding to the unpruned one on the first 8 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ from automedseg.io import read_image
 from automedseg.runtime.openvino import core, inference_precision, latency_config
 from automedseg.runtime.transforms import preprocess
 from automedseg.segment.litemedsam import load_litemedsam
+from automedseg.train.pruned import PrunedEncoder
 
 # blocks kept per stage (TinyViT's transformer stages 1, 2, 3 have 2, 6 and 2 blocks)
 VARIANTS: dict[str, dict[int, list[int]]] = {
@@ -42,15 +42,6 @@ VARIANTS: dict[str, dict[int, list[int]]] = {
     "stages 1, 3: 1 of 2, stage 2: 3 of 6": {1: [0], 2: [0, 2, 4], 3: [0]},
     "stage 1: 1 of 2, stage 2: 2 of 6, stage 3: none": {1: [0], 2: [0, 3], 3: []},
 }
-
-
-def pruned(encoder: torch.nn.Module, keep: dict[int, list[int]]) -> torch.nn.Module:
-    """A copy of ``encoder`` with only the ``keep`` blocks in the stages it names."""
-    copied = copy.deepcopy(encoder)
-    for stage, blocks in keep.items():
-        layer = copied.layers[stage]
-        layer.blocks = torch.nn.ModuleList(layer.blocks[i] for i in blocks)
-    return copied.eval()
 
 
 def gmacs(encoder: torch.nn.Module, example: torch.Tensor) -> float:
@@ -83,7 +74,7 @@ def main() -> None:
         reference = [encoder(torch.from_numpy(x)).numpy() for x in inputs]
     rows, compiled = {}, {}
     for name, keep in VARIANTS.items():
-        variant = pruned(encoder, keep)
+        variant = PrunedEncoder(encoder, keep)  # a copy with only the kept blocks
         with torch.inference_mode():
             found = cosines(reference, [variant(torch.from_numpy(x)).numpy() for x in inputs])
         example = torch.from_numpy(inputs[0])
